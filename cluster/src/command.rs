@@ -1,0 +1,173 @@
+//! Commands: every change of state that must outlive a node.
+
+use crate::model::{AgentState, CallLeg, Millis, QueueSpec, Registration};
+use crate::DialogState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One entry of the replicated log. Time is carried inside (`at_ms`), never read by the
+/// state machine, so every replica applies a command to the same result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Create an agent or change its name, password hash or skills (state is kept).
+    UpsertAgent {
+        /// Agent id.
+        id: String,
+        /// Display name.
+        name: String,
+        /// Digest HA1 of its password.
+        ha1: String,
+        /// Skill → proficiency.
+        skills: BTreeMap<String, u8>,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Delete an agent (refused while it is on a call).
+    RemoveAgent {
+        /// Agent id.
+        id: String,
+    },
+    /// Change an agent's working state.
+    SetAgentState {
+        /// Agent id.
+        id: String,
+        /// New state (only logged_out, ready, not_ready, wrap_up may be set directly).
+        state: AgentState,
+        /// Reason for not-ready.
+        reason: Option<String>,
+        /// Apply only if the agent is in this state now (guards timers racing with people).
+        only_if: Option<AgentState>,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Bind (or with `None`, unbind) an agent's phone.
+    Register {
+        /// Agent id.
+        id: String,
+        /// The new binding, or `None` to unregister.
+        registration: Option<Registration>,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Create or change a queue.
+    UpsertQueue(QueueSpec),
+    /// Delete a queue (refused while calls wait in it).
+    RemoveQueue {
+        /// Queue id.
+        id: String,
+    },
+    /// A caller's INVITE was accepted; the call exists from now on.
+    CallArrived {
+        /// Call id.
+        call_id: String,
+        /// Caller.
+        caller: String,
+        /// Dialled user.
+        called: String,
+        /// Node that owns it.
+        owner: String,
+        /// The caller's dialog, as answered.
+        a_leg: DialogState,
+        /// When.
+        at_ms: Millis,
+    },
+    /// The call enters a queue (first time, or overflow into another).
+    CallQueued {
+        /// Call id.
+        call_id: String,
+        /// Queue id.
+        queue: String,
+        /// Priority in that queue.
+        priority: u8,
+        /// When.
+        at_ms: Millis,
+    },
+    /// The queue offers the call to an agent, who must be ready (else the command is refused:
+    /// this is what stops two queues offering one agent two calls).
+    CallOffered {
+        /// Call id.
+        call_id: String,
+        /// Agent id.
+        agent: String,
+        /// When.
+        at_ms: Millis,
+    },
+    /// The agent did not take the call; it goes back to its place in the queue.
+    CallOfferFailed {
+        /// Call id.
+        call_id: String,
+        /// Agent id.
+        agent: String,
+        /// Outcome code, e.g. `agent.no_answer`, `agent.busy`, `agent.rejected`.
+        reason: String,
+        /// Whether the agent becomes not-ready (else ready again).
+        agent_not_ready: bool,
+        /// When.
+        at_ms: Millis,
+    },
+    /// The agent answered: talking.
+    CallAnswered {
+        /// Call id.
+        call_id: String,
+        /// Agent id.
+        agent: String,
+        /// The agent's dialog.
+        b_leg: DialogState,
+        /// Recording path, if recording.
+        recording: Option<String>,
+        /// When.
+        at_ms: Millis,
+    },
+    /// A dialog changed (CSeq, target refresh, SDP).
+    DialogUpdated {
+        /// Call id.
+        call_id: String,
+        /// Which leg.
+        leg: CallLeg,
+        /// The dialog now.
+        dialog: DialogState,
+    },
+    /// A leg put the call on hold or took it off.
+    CallHeld {
+        /// Call id.
+        call_id: String,
+        /// Held or not.
+        held: bool,
+    },
+    /// The call is over: writes its CDR; its agent (if it talked) enters wrap-up.
+    CallEnded {
+        /// Call id.
+        call_id: String,
+        /// Outcome code.
+        outcome: String,
+        /// "caller", "agent" or "switch".
+        ended_by: String,
+        /// Seconds of wrap-up for the agent (0 = straight back to ready).
+        wrapup_secs: u64,
+        /// When.
+        at_ms: Millis,
+    },
+}
+
+impl Command {
+    /// The command's name as used in logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::UpsertAgent { .. } => "upsert_agent",
+            Command::RemoveAgent { .. } => "remove_agent",
+            Command::SetAgentState { .. } => "set_agent_state",
+            Command::Register { .. } => "register",
+            Command::UpsertQueue(_) => "upsert_queue",
+            Command::RemoveQueue { .. } => "remove_queue",
+            Command::CallArrived { .. } => "call_arrived",
+            Command::CallQueued { .. } => "call_queued",
+            Command::CallOffered { .. } => "call_offered",
+            Command::CallOfferFailed { .. } => "call_offer_failed",
+            Command::CallAnswered { .. } => "call_answered",
+            Command::DialogUpdated { .. } => "dialog_updated",
+            Command::CallHeld { .. } => "call_held",
+            Command::CallEnded { .. } => "call_ended",
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The cluster crate's error type.
+
+use crate::model::AgentState;
+use thiserror::Error;
+
+/// Why a command was refused or the log could not be read or written.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The command names an agent the state machine does not know.
+    #[error("unknown agent {agent}")]
+    UnknownAgent {
+        /// Agent id.
+        agent: String,
+    },
+    /// The command names a queue the state machine does not know.
+    #[error("unknown queue {queue}")]
+    UnknownQueue {
+        /// Queue id.
+        queue: String,
+    },
+    /// The command names a call that is not live.
+    #[error("unknown call {call_id}")]
+    UnknownCall {
+        /// Call id.
+        call_id: String,
+    },
+    /// The agent cannot take this change in its current state.
+    #[error("agent {agent} is {state}: {detail}", state = state.as_str())]
+    AgentUnavailable {
+        /// Agent id.
+        agent: String,
+        /// Its state now.
+        state: AgentState,
+        /// What was refused.
+        detail: String,
+    },
+    /// The change conflicts with the current state (duplicate call, queue not empty, ...).
+    #[error("{what} refused: {detail}")]
+    Conflict {
+        /// What was asked.
+        what: String,
+        /// Why it cannot be done.
+        detail: String,
+    },
+    /// The log or snapshot store failed.
+    #[error("storage {what}: {source}")]
+    Storage {
+        /// The operation that failed.
+        what: String,
+        /// The storage error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A stored entry could not be decoded (or a command encoded).
+    #[error("log entry {index}: {source}")]
+    Codec {
+        /// Index of the entry.
+        index: u64,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The log is shutting down; the proposal was not applied.
+    #[error("the replicated log has stopped")]
+    Stopped,
+}
+
+impl ClusterError {
+    /// Whether the proposer may retry (storage and shutdown) rather than the command being wrong.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClusterError::Storage { .. } | ClusterError::Stopped)
+    }
+}

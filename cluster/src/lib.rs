@@ -1,0 +1,27 @@
+//! Lingxi's replicated state: every change that must outlive a node is a [`Command`] in a
+//! log, applied by the deterministic [`StateMachine`]; actors act on what was applied.
+//!
+//! # Layout
+//! - `dialog`: [`DialogState`], a SIP dialog as plain data (restorable on another node).
+//! - `model`: agents, queues, calls and CDRs as the state machine keeps them.
+//! - `command`: the [`Command`]s of the log.
+//! - `state`: the pure state machine, `apply(index, command) -> events`.
+//! - `store`: the [`LogStore`] trait; sled in production, memory in tests.
+//! - `log`: [`ReplicatedLog`], where commands are proposed and applied state is read.
+//!   On one node it commits by writing to storage; raft-rs comes in front of it next.
+#![warn(missing_docs, unreachable_pub, unsafe_code)]
+
+mod command;
+mod dialog;
+mod error;
+mod log;
+pub mod model;
+mod state;
+mod store;
+
+pub use command::Command;
+pub use dialog::{DialogRole, DialogState, SipTransport};
+pub use error::ClusterError;
+pub use log::{Applied, ReplicatedLog};
+pub use state::{Event, StateMachine};
+pub use store::{LogStore, MemStore, SledStore};

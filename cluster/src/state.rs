@@ -1,0 +1,501 @@
+//! The deterministic state machine: `apply(index, command)` with no I/O, clock or randomness.
+
+use crate::command::Command;
+use crate::error::ClusterError;
+use crate::model::{
+    Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Millis, QueueSpec,
+};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What applying a command changed, for actors to act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An agent's state, registration or settings changed.
+    AgentChanged {
+        /// Agent id.
+        id: String,
+        /// Its state now.
+        state: AgentState,
+    },
+    /// An agent was deleted.
+    AgentRemoved {
+        /// Agent id.
+        id: String,
+    },
+    /// A queue was created or changed.
+    QueueChanged {
+        /// Queue id.
+        id: String,
+    },
+    /// A queue was deleted.
+    QueueRemoved {
+        /// Queue id.
+        id: String,
+    },
+    /// A call is waiting in a queue (new, overflowed in, or back after a failed offer).
+    CallWaiting {
+        /// Call id.
+        call_id: String,
+        /// Queue id.
+        queue: String,
+    },
+    /// A call changed phase or dialogs.
+    CallChanged {
+        /// Call id.
+        call_id: String,
+    },
+    /// A call ended and its CDR was written.
+    CallEnded(Cdr),
+}
+
+/// Position of a waiting call: priority first (higher first), then arrival, then log order.
+type WaitKey = (Reverse<u8>, Millis, u64, String);
+
+/// The replicated state of the contact centre.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct StateMachine {
+    /// Index of the last applied log entry.
+    applied: u64,
+    /// Agents by id.
+    agents: BTreeMap<String, Agent>,
+    /// Queues by id.
+    queues: BTreeMap<String, QueueSpec>,
+    /// Live calls by id.
+    calls: BTreeMap<String, CallRecord>,
+    /// Waiting calls per queue in service order; derived from `calls`, rebuilt after restore.
+    #[serde(skip)]
+    waiting: BTreeMap<String, BTreeSet<WaitKey>>,
+}
+
+impl StateMachine {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds the derived indexes after deserializing a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        self.waiting.clear();
+        for call in self.calls.values() {
+            if call.phase == CallPhase::Queued {
+                if let Some(q) = &call.queue {
+                    self.waiting.entry(q.clone()).or_default().insert(wait_key(call));
+                }
+            }
+        }
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// Applies one committed entry. A refused command still advances the applied index
+    /// (it was committed; refusing it is the deterministic outcome every replica reaches).
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
+        if index <= self.applied && index != 0 {
+            return Err(ClusterError::Conflict {
+                what: format!("entry {index}"),
+                detail: format!("already applied up to {}", self.applied),
+            });
+        }
+        self.applied = index;
+        self.apply_inner(index, cmd)
+    }
+
+    fn apply_inner(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
+        match cmd {
+            Command::UpsertAgent { id, name, ha1, skills, at_ms } => {
+                let agent = self.agents.entry(id.clone()).or_insert_with(|| Agent {
+                    id: id.clone(),
+                    name: String::new(),
+                    ha1: String::new(),
+                    skills: BTreeMap::new(),
+                    state: AgentState::LoggedOut,
+                    reason: None,
+                    state_since_ms: *at_ms,
+                    idle_since_ms: *at_ms,
+                    call_id: None,
+                    registration: None,
+                    calls_answered: 0,
+                });
+                agent.name = name.clone();
+                agent.ha1 = ha1.clone();
+                agent.skills = skills.clone();
+                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+            }
+            Command::RemoveAgent { id } => {
+                let agent = self.agent(id)?;
+                if agent.call_id.is_some() && matches!(agent.state, AgentState::Ringing | AgentState::Busy) {
+                    return Err(ClusterError::AgentUnavailable {
+                        agent: id.clone(),
+                        state: agent.state,
+                        detail: "cannot delete an agent on a call".into(),
+                    });
+                }
+                self.agents.remove(id);
+                Ok(vec![Event::AgentRemoved { id: id.clone() }])
+            }
+            Command::SetAgentState { id, state, reason, only_if, at_ms } => {
+                let agent = self.agents.get_mut(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+                if let Some(expected) = only_if {
+                    if agent.state != *expected {
+                        return Ok(vec![]);
+                    }
+                }
+                if matches!(state, AgentState::Ringing | AgentState::Busy) {
+                    return Err(ClusterError::AgentUnavailable {
+                        agent: id.clone(),
+                        state: agent.state,
+                        detail: format!("{} is set by calls, not by request", state.as_str()),
+                    });
+                }
+                if matches!(agent.state, AgentState::Ringing | AgentState::Busy) {
+                    return Err(ClusterError::AgentUnavailable {
+                        agent: id.clone(),
+                        state: agent.state,
+                        detail: format!("cannot change to {} during a call", state.as_str()),
+                    });
+                }
+                set_state(agent, *state, reason.clone(), *at_ms);
+                if *state != AgentState::WrapUp {
+                    agent.call_id = None;
+                }
+                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+            }
+            Command::Register { id, registration, at_ms } => {
+                let agent = self.agents.get_mut(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+                agent.registration = registration.clone();
+                match (registration.is_some(), agent.state) {
+                    (true, AgentState::LoggedOut) => set_state(agent, AgentState::Ready, None, *at_ms),
+                    (false, AgentState::Ready | AgentState::NotReady | AgentState::WrapUp) => {
+                        set_state(agent, AgentState::LoggedOut, None, *at_ms);
+                        agent.call_id = None;
+                    }
+                    _ => {}
+                }
+                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+            }
+            Command::UpsertQueue(spec) => {
+                self.queues.insert(spec.id.clone(), spec.clone());
+                Ok(vec![Event::QueueChanged { id: spec.id.clone() }])
+            }
+            Command::RemoveQueue { id } => {
+                if !self.queues.contains_key(id) {
+                    return Err(ClusterError::UnknownQueue { queue: id.clone() });
+                }
+                if self.calls.values().any(|c| c.queue.as_deref() == Some(id)) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("deleting queue {id}"),
+                        detail: "calls are waiting in it or were answered from it".into(),
+                    });
+                }
+                self.queues.remove(id);
+                self.waiting.remove(id);
+                Ok(vec![Event::QueueRemoved { id: id.clone() }])
+            }
+            Command::CallArrived { call_id, caller, called, owner, a_leg, at_ms } => {
+                if self.calls.contains_key(call_id) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("call {call_id} arriving"),
+                        detail: "a live call has this id".into(),
+                    });
+                }
+                self.calls.insert(
+                    call_id.clone(),
+                    CallRecord {
+                        call_id: call_id.clone(),
+                        caller: caller.clone(),
+                        called: called.clone(),
+                        queue: None,
+                        agent: None,
+                        phase: CallPhase::Routing,
+                        priority: 0,
+                        arrived_ms: *at_ms,
+                        queued_ms: None,
+                        seq: index,
+                        answered_ms: None,
+                        owner: owner.clone(),
+                        a_leg: Some(a_leg.clone()),
+                        b_leg: None,
+                        offers: 0,
+                        recording: None,
+                    },
+                );
+                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+            }
+            Command::CallQueued { call_id, queue, priority, at_ms } => {
+                if !self.queues.contains_key(queue) {
+                    return Err(ClusterError::UnknownQueue { queue: queue.clone() });
+                }
+                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                if !matches!(call.phase, CallPhase::Routing | CallPhase::Queued) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("queueing call {call_id}"),
+                        detail: format!("the call is {}", call.phase.as_str()),
+                    });
+                }
+                if let Some(old) = call.queue.take() {
+                    if let Some(set) = self.waiting.get_mut(&old) {
+                        set.remove(&wait_key(call));
+                    }
+                }
+                call.queue = Some(queue.clone());
+                call.priority = *priority;
+                call.phase = CallPhase::Queued;
+                call.queued_ms = Some(*at_ms);
+                self.waiting.entry(queue.clone()).or_default().insert(wait_key(call));
+                Ok(vec![Event::CallWaiting { call_id: call_id.clone(), queue: queue.clone() }])
+            }
+            Command::CallOffered { call_id, agent: agent_id, at_ms } => {
+                let call = self.calls.get(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                if call.phase != CallPhase::Queued {
+                    return Err(ClusterError::Conflict {
+                        what: format!("offering call {call_id}"),
+                        detail: format!("the call is {}", call.phase.as_str()),
+                    });
+                }
+                let agent = self.agent(agent_id)?;
+                if agent.state != AgentState::Ready || agent.registration.is_none() {
+                    return Err(ClusterError::AgentUnavailable {
+                        agent: agent_id.clone(),
+                        state: agent.state,
+                        detail: format!("cannot be offered call {call_id}"),
+                    });
+                }
+                let key = wait_key(call);
+                if let Some(q) = &call.queue {
+                    if let Some(set) = self.waiting.get_mut(q) {
+                        set.remove(&key);
+                    }
+                }
+                let call = self.calls.get_mut(call_id).expect("checked above");
+                call.phase = CallPhase::Ringing;
+                call.agent = Some(agent_id.clone());
+                call.offers += 1;
+                let agent = self.agents.get_mut(agent_id).expect("checked above");
+                set_state(agent, AgentState::Ringing, None, *at_ms);
+                agent.call_id = Some(call_id.clone());
+                Ok(vec![
+                    Event::AgentChanged { id: agent_id.clone(), state: AgentState::Ringing },
+                    Event::CallChanged { call_id: call_id.clone() },
+                ])
+            }
+            Command::CallOfferFailed { call_id, agent: agent_id, reason, agent_not_ready, at_ms } => {
+                let mut events = Vec::new();
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    if agent.call_id.as_deref() == Some(call_id) && agent.state == AgentState::Ringing {
+                        let idle = agent.idle_since_ms;
+                        if *agent_not_ready {
+                            set_state(agent, AgentState::NotReady, Some(reason.clone()), *at_ms);
+                        } else {
+                            set_state(agent, AgentState::Ready, None, *at_ms);
+                            // Not having answered is no work done: keep the place in the idle order.
+                            agent.idle_since_ms = idle;
+                        }
+                        agent.call_id = None;
+                        events.push(Event::AgentChanged { id: agent_id.clone(), state: agent.state });
+                    }
+                }
+                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                if call.phase == CallPhase::Ringing && call.agent.as_deref() == Some(agent_id) {
+                    call.phase = CallPhase::Queued;
+                    call.agent = None;
+                    let queue = call.queue.clone().unwrap_or_default();
+                    self.waiting.entry(queue.clone()).or_default().insert(wait_key(call));
+                    events.push(Event::CallWaiting { call_id: call_id.clone(), queue });
+                }
+                Ok(events)
+            }
+            Command::CallAnswered { call_id, agent: agent_id, b_leg, recording, at_ms } => {
+                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                if call.phase != CallPhase::Ringing || call.agent.as_deref() != Some(agent_id) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("answering call {call_id} by {agent_id}"),
+                        detail: format!("the call is {} for {:?}", call.phase.as_str(), call.agent),
+                    });
+                }
+                call.phase = CallPhase::Talking;
+                call.answered_ms = Some(*at_ms);
+                call.b_leg = Some(b_leg.clone());
+                call.recording = recording.clone();
+                let mut events = vec![Event::CallChanged { call_id: call_id.clone() }];
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    set_state(agent, AgentState::Busy, None, *at_ms);
+                    agent.call_id = Some(call_id.clone());
+                    agent.calls_answered += 1;
+                    events.push(Event::AgentChanged { id: agent_id.clone(), state: AgentState::Busy });
+                }
+                Ok(events)
+            }
+            Command::DialogUpdated { call_id, leg, dialog } => {
+                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                match leg {
+                    CallLeg::A => call.a_leg = Some(dialog.clone()),
+                    CallLeg::B => call.b_leg = Some(dialog.clone()),
+                }
+                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+            }
+            Command::CallHeld { call_id, held } => {
+                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                call.phase = match (call.phase, held) {
+                    (CallPhase::Talking, true) => CallPhase::Held,
+                    (CallPhase::Held, false) => CallPhase::Talking,
+                    (p, _) => p,
+                };
+                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+            }
+            Command::CallEnded { call_id, outcome, ended_by, wrapup_secs, at_ms } => {
+                let call = self.calls.remove(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                if let Some(q) = &call.queue {
+                    if let Some(set) = self.waiting.get_mut(q) {
+                        set.remove(&wait_key(&call));
+                    }
+                }
+                let mut events = Vec::new();
+                if let Some(agent_id) = &call.agent {
+                    if let Some(agent) = self.agents.get_mut(agent_id) {
+                        if agent.call_id.as_deref() == Some(call_id) {
+                            let talked = call.answered_ms.is_some();
+                            if talked && *wrapup_secs > 0 {
+                                set_state(agent, AgentState::WrapUp, None, *at_ms);
+                            } else {
+                                let idle = agent.idle_since_ms;
+                                set_state(agent, AgentState::Ready, None, *at_ms);
+                                if !talked {
+                                    agent.idle_since_ms = idle;
+                                }
+                                agent.call_id = None;
+                            }
+                            events.push(Event::AgentChanged { id: agent_id.clone(), state: agent.state });
+                        }
+                    }
+                }
+                let answered_or_end = call.answered_ms.unwrap_or(*at_ms);
+                let cdr = Cdr {
+                    call_id: call.call_id,
+                    caller: call.caller,
+                    called: call.called,
+                    queue: call.queue,
+                    agent: call.agent,
+                    arrived_ms: call.arrived_ms,
+                    answered_ms: call.answered_ms,
+                    ended_ms: *at_ms,
+                    wait_secs: secs(answered_or_end.saturating_sub(call.arrived_ms)),
+                    talk_secs: call.answered_ms.map(|a| secs(at_ms.saturating_sub(a))).unwrap_or(0.0),
+                    outcome: outcome.clone(),
+                    ended_by: ended_by.clone(),
+                    recording: call.recording,
+                    offers: call.offers,
+                    node: call.owner,
+                    index,
+                };
+                events.push(Event::CallEnded(cdr));
+                Ok(events)
+            }
+        }
+    }
+
+    fn agent(&self, id: &str) -> Result<&Agent, ClusterError> {
+        self.agents.get(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.to_string() })
+    }
+
+    /// All agents by id.
+    pub fn agents(&self) -> &BTreeMap<String, Agent> {
+        &self.agents
+    }
+
+    /// One agent.
+    pub fn agent_by_id(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    /// All queues by id.
+    pub fn queues(&self) -> &BTreeMap<String, QueueSpec> {
+        &self.queues
+    }
+
+    /// The queue reached by a SIP user part: its id or one of its extensions.
+    pub fn queue_for_user(&self, user: &str) -> Option<&QueueSpec> {
+        self.queues.get(user).or_else(|| self.queues.values().find(|q| q.extensions.iter().any(|e| e == user)))
+    }
+
+    /// Live calls by id.
+    pub fn calls(&self) -> &BTreeMap<String, CallRecord> {
+        &self.calls
+    }
+
+    /// One live call.
+    pub fn call(&self, call_id: &str) -> Option<&CallRecord> {
+        self.calls.get(call_id)
+    }
+
+    /// Calls waiting in a queue, in the order they will be offered.
+    pub fn waiting(&self, queue: &str) -> impl Iterator<Item = &CallRecord> + '_ {
+        self.waiting
+            .get(queue)
+            .into_iter()
+            .flat_map(|set| set.iter())
+            .filter_map(|k| self.calls.get(&k.3))
+    }
+
+    /// Number of calls waiting in a queue.
+    pub fn queue_depth(&self, queue: &str) -> usize {
+        self.waiting.get(queue).map_or(0, |s| s.len())
+    }
+
+    /// Milliseconds the longest-waiting call of a queue has waited at `now_ms`.
+    pub fn longest_wait_ms(&self, queue: &str, now_ms: Millis) -> Millis {
+        self.waiting(queue)
+            .filter_map(|c| c.queued_ms)
+            .map(|q| now_ms.saturating_sub(q))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The agent a queue should offer its next call to: ready, registered (binding not expired
+    /// at `now_ms`), with the queue's skill at the minimum proficiency, idle longest, not in
+    /// `exclude` (agents that already let this call ring out). Ties go to the lower id.
+    pub fn pick_agent(&self, queue: &str, now_ms: Millis, exclude: &[String]) -> Option<&Agent> {
+        let spec = self.queues.get(queue)?;
+        self.agents
+            .values()
+            .filter(|a| a.state == AgentState::Ready)
+            .filter(|a| a.registration.as_ref().is_some_and(|r| r.expires_at_ms > now_ms))
+            .filter(|a| a.skills.get(&spec.skill).is_some_and(|p| *p >= spec.min_proficiency))
+            .filter(|a| !exclude.iter().any(|e| e == &a.id))
+            .min_by_key(|a| (a.idle_since_ms, a.id.clone()))
+    }
+
+    /// Whether any agent with the queue's skill is logged in (any state but logged-out).
+    pub fn has_logged_in_agent(&self, queue: &str) -> bool {
+        let Some(spec) = self.queues.get(queue) else { return false };
+        self.agents.values().any(|a| {
+            a.state != AgentState::LoggedOut && a.skills.get(&spec.skill).is_some_and(|p| *p >= spec.min_proficiency)
+        })
+    }
+}
+
+fn wait_key(call: &CallRecord) -> WaitKey {
+    (Reverse(call.priority), call.arrived_ms, call.seq, call.call_id.clone())
+}
+
+fn set_state(agent: &mut Agent, state: AgentState, reason: Option<String>, at_ms: Millis) {
+    if state == AgentState::Ready && agent.state != AgentState::Ready {
+        agent.idle_since_ms = at_ms;
+    }
+    if agent.state != state {
+        agent.state_since_ms = at_ms;
+    }
+    agent.state = state;
+    agent.reason = if state == AgentState::NotReady { reason } else { None };
+}
+
+fn secs(ms: Millis) -> f64 {
+    ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! Durable storage of the log, snapshots and CDRs: sled in production, memory in tests.
+
+use crate::command::Command;
+use crate::error::ClusterError;
+use crate::model::Cdr;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What the log needs from storage. Implementations must make `append_batch` atomic.
+pub trait LogStore: Send + Sync + 'static {
+    /// Appends committed entries (ascending, contiguous indexes).
+    fn append_batch(&self, entries: &[(u64, Command)]) -> Result<(), ClusterError>;
+    /// Entries after `after`, in order.
+    fn entries_after(&self, after: u64) -> Result<Vec<(u64, Command)>, ClusterError>;
+    /// Saves a snapshot taken at `index` and drops the log up to it.
+    fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError>;
+    /// The latest snapshot, if any.
+    fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, ClusterError>;
+    /// Stores a CDR (keyed by its log index, so replaying the log cannot duplicate it).
+    fn put_cdr(&self, cdr: &Cdr) -> Result<(), ClusterError>;
+    /// The newest `limit` CDRs, oldest first, optionally only those ending after `since_ms`.
+    fn cdrs(&self, limit: usize, since_ms: Option<u64>) -> Result<Vec<Cdr>, ClusterError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), ClusterError>;
+}
+
+/// sled-backed storage: trees `log` (index → command), `meta` (snapshot) and `cdrs`.
+pub struct SledStore {
+    /// The database, kept to flush it.
+    db: sled::Db,
+    /// Log entries keyed by big-endian index.
+    log: sled::Tree,
+    /// Snapshot index and bytes.
+    meta: sled::Tree,
+    /// CDRs keyed by big-endian log index.
+    cdrs: sled::Tree,
+}
+
+fn storage(what: &str) -> impl FnOnce(sled::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Storage { what: what.to_string(), source }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, ClusterError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|source| ClusterError::Storage { what: format!("opening {}", dir.display()), source })?;
+        let log = db.open_tree("log").map_err(storage("opening tree log"))?;
+        let meta = db.open_tree("meta").map_err(storage("opening tree meta"))?;
+        let cdrs = db.open_tree("cdrs").map_err(storage("opening tree cdrs"))?;
+        Ok(SledStore { db, log, meta, cdrs })
+    }
+}
+
+impl LogStore for SledStore {
+    fn append_batch(&self, entries: &[(u64, Command)]) -> Result<(), ClusterError> {
+        let mut batch = sled::Batch::default();
+        for (index, cmd) in entries {
+            let bytes = serde_json::to_vec(cmd).map_err(|source| ClusterError::Codec { index: *index, source })?;
+            batch.insert(&index.to_be_bytes(), bytes);
+        }
+        self.log.apply_batch(batch).map_err(storage("appending to the log"))
+    }
+
+    fn entries_after(&self, after: u64) -> Result<Vec<(u64, Command)>, ClusterError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.log.range(start..) {
+            let (k, v) = item.map_err(storage("reading the log"))?;
+            let mut idx = [0u8; 8];
+            idx.copy_from_slice(&k[..8.min(k.len())]);
+            let index = u64::from_be_bytes(idx);
+            let cmd = serde_json::from_slice(&v).map_err(|source| ClusterError::Codec { index, source })?;
+            out.push((index, cmd));
+        }
+        Ok(out)
+    }
+
+    fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
+        self.meta.insert("snapshot_index", &index.to_be_bytes()).map_err(storage("saving the snapshot"))?;
+        self.meta.insert("snapshot", data).map_err(storage("saving the snapshot"))?;
+        self.meta.flush().map_err(storage("flushing the snapshot"))?;
+        // Compaction: entries up to the snapshot are no longer needed.
+        for key in self.log.range(..=index.to_be_bytes()).keys() {
+            let key = key.map_err(storage("compacting the log"))?;
+            self.log.remove(key).map_err(storage("compacting the log"))?;
+        }
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, ClusterError> {
+        let idx = self.meta.get("snapshot_index").map_err(storage("reading the snapshot"))?;
+        let data = self.meta.get("snapshot").map_err(storage("reading the snapshot"))?;
+        Ok(match (idx, data) {
+            (Some(i), Some(d)) if i.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&i);
+                Some((u64::from_be_bytes(b), d.to_vec()))
+            }
+            _ => None,
+        })
+    }
+
+    fn put_cdr(&self, cdr: &Cdr) -> Result<(), ClusterError> {
+        let bytes = serde_json::to_vec(cdr).map_err(|source| ClusterError::Codec { index: cdr.index, source })?;
+        self.cdrs.insert(cdr.index.to_be_bytes(), bytes).map_err(storage("writing a CDR"))?;
+        Ok(())
+    }
+
+    fn cdrs(&self, limit: usize, since_ms: Option<u64>) -> Result<Vec<Cdr>, ClusterError> {
+        let mut out = Vec::new();
+        for item in self.cdrs.iter().rev() {
+            let (k, v) = item.map_err(storage("reading CDRs"))?;
+            let index = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let cdr: Cdr = serde_json::from_slice(&v).map_err(|source| ClusterError::Codec { index, source })?;
+            if since_ms.is_some_and(|s| cdr.ended_ms < s) {
+                continue;
+            }
+            out.push(cdr);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), ClusterError> {
+        self.db.flush().map(|_| ()).map_err(storage("flushing"))
+    }
+}
+
+/// In-memory storage for tests: the same contract, nothing on disk.
+#[derive(Default)]
+pub struct MemStore {
+    /// Everything, behind one lock (tests only).
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Default)]
+struct MemInner {
+    log: BTreeMap<u64, Command>,
+    snapshot: Option<(u64, Vec<u8>)>,
+    cdrs: BTreeMap<u64, Cdr>,
+}
+
+impl LogStore for MemStore {
+    fn append_batch(&self, entries: &[(u64, Command)]) -> Result<(), ClusterError> {
+        let mut g = self.inner.lock();
+        for (i, c) in entries {
+            g.log.insert(*i, c.clone());
+        }
+        Ok(())
+    }
+    fn entries_after(&self, after: u64) -> Result<Vec<(u64, Command)>, ClusterError> {
+        let g = self.inner.lock();
+        Ok(g.log.range(after.saturating_add(1)..).map(|(i, c)| (*i, c.clone())).collect())
+    }
+    fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
+        let mut g = self.inner.lock();
+        g.snapshot = Some((index, data.to_vec()));
+        g.log = g.log.split_off(&(index + 1));
+        Ok(())
+    }
+    fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, ClusterError> {
+        Ok(self.inner.lock().snapshot.clone())
+    }
+    fn put_cdr(&self, cdr: &Cdr) -> Result<(), ClusterError> {
+        self.inner.lock().cdrs.insert(cdr.index, cdr.clone());
+        Ok(())
+    }
+    fn cdrs(&self, limit: usize, since_ms: Option<u64>) -> Result<Vec<Cdr>, ClusterError> {
+        let g = self.inner.lock();
+        let mut v: Vec<Cdr> = g
+            .cdrs
+            .values()
+            .rev()
+            .filter(|c| since_ms.is_none_or(|s| c.ended_ms >= s))
+            .take(limit)
+            .cloned()
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+    fn flush(&self) -> Result<(), ClusterError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! The fixed sections of a node's config: `[node]`, `[sip]`, `[http]`, `[media]`,
+//! `[recording]` and `[acd]`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[node]`: who this node is and where it keeps its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Node id: names this node in the cluster, in logs and in actor names
+    /// (which are process-wide, so they are prefixed with it). `[a-zA-Z0-9_-]+`.
+    pub id: String,
+    /// Directory for raft storage, recordings and other state, so a restarted node
+    /// finds what it left behind.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: "node1".into(),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[sip]`: the SIP transport, registrar and transaction timers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// Address the SIP sockets bind to; `0.0.0.0` listens on every interface.
+    pub listen_ip: IpAddr,
+    /// Host written in Via and Contact when the bind address is not what peers should
+    /// use (NAT, a DNS name, a wildcard bind). `None`: see [`SipSection::advertised_host`].
+    pub advertised_host: Option<String>,
+    /// UDP port; 0 picks a free one (tests bind ephemeral ports).
+    pub udp_port: u16,
+    /// TCP port; 0 picks a free one.
+    pub tcp_port: u16,
+    /// Whether to listen on UDP, the transport most phones use.
+    pub enable_udp: bool,
+    /// Whether to listen on TCP, needed for messages too big for UDP (RFC 3261 §18.1.1).
+    pub enable_tcp: bool,
+    /// SIP domain this node serves: the host part of AORs such as `sip:1001@lingxi.local`.
+    pub domain: String,
+    /// Digest authentication realm shown to phones in the challenge.
+    pub realm: String,
+    /// Largest SIP message accepted on any transport, so a peer cannot make us buffer
+    /// without bound.
+    pub max_message_bytes: usize,
+    /// Shortest registration accepted; shorter ones get `423 Interval Too Brief`.
+    pub register_min_expires: u32,
+    /// Longest registration granted; longer requests are cut down to it.
+    pub register_max_expires: u32,
+    /// Registration time granted when a REGISTER asks for none.
+    pub register_default_expires: u32,
+    /// Timer T1, the RTT estimate (RFC 3261 §17): base of every retransmit timer.
+    pub t1_ms: u64,
+    /// Timer T2, the cap on non-INVITE request and INVITE response retransmit intervals.
+    pub t2_ms: u64,
+    /// Timer T4, how long the network may keep a message: sizes timers I and K.
+    pub t4_ms: u64,
+    /// Sent in `User-Agent` and `Server` headers, so peers' logs show what they talked to.
+    pub user_agent: String,
+    /// A TCP connection idle this long is closed, so dead phones do not hold sockets.
+    pub tcp_idle_timeout_secs: u64,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertised_host: None,
+            udp_port: 5060,
+            tcp_port: 5060,
+            enable_udp: true,
+            enable_tcp: true,
+            domain: "lingxi.local".into(),
+            realm: "lingxi".into(),
+            max_message_bytes: 65535,
+            register_min_expires: 60,
+            register_max_expires: 3600,
+            register_default_expires: 600,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            user_agent: "Lingxi/0.1".into(),
+            tcp_idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl SipSection {
+    /// Host to write in Via and Contact: `advertised_host` if set, else `listen_ip`
+    /// unless it is a wildcard, else `127.0.0.1`. An IPv6 `listen_ip` comes back in
+    /// brackets (`[::1]`), as SIP URIs and Via need it.
+    pub fn advertised_host(&self) -> String {
+        if let Some(host) = &self.advertised_host {
+            return host.clone();
+        }
+        match self.listen_ip {
+            ip if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    }
+}
+
+/// `[http]`: the management API (agent state, metrics, health).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address the HTTP API listens on; port 0 picks a free one (tests use it).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+/// `[media]`: RTP sockets and codecs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address RTP sockets bind to.
+    pub rtp_ip: IpAddr,
+    /// Address written in SDP `c=` lines when `rtp_ip` is not reachable by peers
+    /// (NAT, wildcard bind). `None`: see [`MediaSection::advertised_ip`].
+    pub advertised_ip: Option<IpAddr>,
+    /// Lowest RTP port handed out, so firewalls can open a known range.
+    pub rtp_port_min: u16,
+    /// Highest RTP port handed out.
+    pub rtp_port_max: u16,
+    /// Codecs offered and accepted, in order of preference.
+    pub codecs: Vec<CodecName>,
+    /// RTP payload type for RFC 4733 DTMF events; must be dynamic (96..=127).
+    pub telephone_event_pt: u8,
+    /// WAV file played to callers waiting in a queue; `None` uses the built-in music.
+    pub hold_music: Option<PathBuf>,
+    /// Packetisation time: milliseconds of audio per RTP packet.
+    pub ptime_ms: u32,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            rtp_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertised_ip: None,
+            rtp_port_min: 20000,
+            rtp_port_max: 30000,
+            codecs: vec![CodecName::Pcmu, CodecName::Pcma],
+            telephone_event_pt: 101,
+            hold_music: None,
+            ptime_ms: 20,
+        }
+    }
+}
+
+impl MediaSection {
+    /// Address to put in SDP: `advertised_ip` if set, else `rtp_ip` unless it is a
+    /// wildcard, else `127.0.0.1`.
+    pub fn advertised_ip(&self) -> IpAddr {
+        match (self.advertised_ip, self.rtp_ip) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (None, ip) => ip,
+        }
+    }
+}
+
+/// A codec Lingxi can send and receive. Written in lowercase in TOML (`"pcmu"`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    /// G.711 µ-law, static payload type 0.
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+}
+
+impl CodecName {
+    /// The static RTP payload type (RFC 3551).
+    pub fn payload_type(self) -> u8 {
+        match self {
+            CodecName::Pcmu => 0,
+            CodecName::Pcma => 8,
+        }
+    }
+
+    /// The encoding name as written in SDP `a=rtpmap` (`PCMU`, `PCMA`).
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            CodecName::Pcmu => "PCMU",
+            CodecName::Pcma => "PCMA",
+        }
+    }
+}
+
+impl fmt::Display for CodecName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecName::Pcmu => "pcmu",
+            CodecName::Pcma => "pcma",
+        })
+    }
+}
+
+/// `[recording]`: call recording.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    /// Whether calls are recorded; off for nodes that must not keep audio.
+    pub enabled: bool,
+    /// Where recordings go; `None` means `<data_dir>/recordings`
+    /// (see [`Config::recording_dir`](crate::Config::recording_dir)).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        RecordingSection {
+            enabled: true,
+            dir: None,
+        }
+    }
+}
+
+/// `[acd]`: how calls are offered to agents, for every queue unless it overrides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcdSection {
+    /// How long an agent's phone rings before the call is offered to someone else.
+    pub ring_timeout_secs: u64,
+    /// Put an agent who lets a call ring out into not-ready, so calls stop going to an
+    /// empty desk.
+    pub not_ready_on_no_answer: bool,
+    /// After-call work time before an agent is offered the next call.
+    pub wrapup_secs: u64,
+    /// Longest a caller waits in a queue before the queue's overflow action runs.
+    pub max_wait_secs: u64,
+    /// How many agents a call is offered to before it overflows; 0 = unlimited.
+    pub max_offers_per_call: u32,
+}
+
+impl Default for AcdSection {
+    fn default() -> Self {
+        AcdSection {
+            ring_timeout_secs: 15,
+            not_ready_on_no_answer: true,
+            wrapup_secs: 5,
+            max_wait_secs: 300,
+            max_offers_per_call: 0,
+        }
+    }
+}
