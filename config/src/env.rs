@@ -34,7 +34,9 @@ impl Config {
             };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.iter().any(String::is_empty) {
-                return Err(err("empty key segment (expected LINGXI__SECTION__KEY)".into()));
+                return Err(err(
+                    "empty key segment (expected LINGXI__SECTION__KEY)".into()
+                ));
             }
             let base = Value::try_from(&config)
                 .map_err(|e| err(format!("cannot serialise current config: {e}")))?;
@@ -131,7 +133,9 @@ fn set_path(root: &mut Value, path: &[String], value: Value) -> Result<(), Strin
                 .parse::<usize>()
                 .ok()
                 .and_then(|idx| a.get_mut(idx))
-                .ok_or_else(|| format!("`{}`: no such element (array has {len})", path.join(".")))?;
+                .ok_or_else(|| {
+                    format!("`{}`: no such element (array has {len})", path.join("."))
+                })?;
             *slot = value;
             Ok(())
         }

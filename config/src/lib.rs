@@ -148,9 +148,10 @@ impl Config {
         if data_dir_set {
             join(&mut self.node.data_dir);
         }
-        let optional = self.queues.iter_mut().flat_map(|q| {
-            [q.hold_music.as_mut(), q.overflow.prompt.as_mut()]
-        });
+        let optional = self
+            .queues
+            .iter_mut()
+            .flat_map(|q| [q.hold_music.as_mut(), q.overflow.prompt.as_mut()]);
         [self.recording.dir.as_mut(), self.media.hold_music.as_mut()]
             .into_iter()
             .chain(optional)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// One `[[queues]]` entry: a queue callers dial into and agents with a skill serve.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Queue id: stable key in call records and the HTTP API; also dialable as a SIP user.
@@ -32,6 +32,24 @@ pub struct QueueConfig {
     pub hold_music: Option<PathBuf>,
     /// What happens to a call that waited too long or cannot be served.
     pub overflow: OverflowConfig,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            id: String::new(),
+            name: String::new(),
+            extensions: Vec::new(),
+            skill: String::new(),
+            min_proficiency: 1,
+            priority: 5,
+            ring_timeout_secs: None,
+            max_wait_secs: None,
+            wrapup_secs: None,
+            hold_music: None,
+            overflow: OverflowConfig::default(),
+        }
+    }
 }
 
 /// `[queues.overflow]`: what to do with a call the queue gives up on.

@@ -44,12 +44,17 @@ impl Config {
     fn check_sip(&self, p: &mut Problems) {
         let sip = &self.sip;
         if !sip.enable_udp && !sip.enable_tcp {
-            p.add("sip.enable_udp", "UDP and TCP are both disabled; enable at least one");
+            p.add(
+                "sip.enable_udp",
+                "UDP and TCP are both disabled; enable at least one",
+            );
         }
-        if let Some(host) = &sip.advertised_host {
-            if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
-                p.add("sip.advertised_host", format!("{host:?} is not a host name"));
-            }
+        let bad_host = |h: &&String| h.is_empty() || h.contains(char::is_whitespace);
+        if let Some(host) = sip.advertised_host.as_ref().filter(bad_host) {
+            p.add(
+                "sip.advertised_host",
+                format!("{host:?} is not a host name"),
+            );
         }
         if sip.domain.is_empty() {
             p.add("sip.domain", "must not be empty");
@@ -108,16 +113,22 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, codec) in m.codecs.iter().enumerate() {
             if !seen.insert(codec) {
-                p.add(format!("media.codecs[{i}]"), format!("{codec} is listed twice"));
+                p.add(
+                    format!("media.codecs[{i}]"),
+                    format!("{codec} is listed twice"),
+                );
             }
         }
         if !(96..=127).contains(&m.telephone_event_pt) {
             p.add(
                 "media.telephone_event_pt",
-                format!("{} is not a dynamic payload type (96..=127)", m.telephone_event_pt),
+                format!(
+                    "{} is not a dynamic payload type (96..=127)",
+                    m.telephone_event_pt
+                ),
             );
         }
-        if !(10..=120).contains(&m.ptime_ms) || m.ptime_ms % 10 != 0 {
+        if !(10..=120).step_by(10).any(|ok| ok == m.ptime_ms) {
             p.add(
                 "media.ptime_ms",
                 format!("{} is not a multiple of 10 in 10..=120", m.ptime_ms),
@@ -153,7 +164,10 @@ impl Config {
                     } else {
                         format!("queues[{first}]")
                     };
-                    p.add(ext_key, format!("{ext:?} is already an extension of {which}"));
+                    p.add(
+                        ext_key,
+                        format!("{ext:?} is already an extension of {which}"),
+                    );
                 } else {
                     extensions_seen.insert(ext, i);
                     if agent_ids.contains(ext.as_str()) {
@@ -175,12 +189,14 @@ impl Config {
                         key("overflow.target"),
                         "is required when overflow.action = \"queue\"",
                     ),
-                    Some(t) if t == q.id => {
-                        p.add(key("overflow.target"), format!("queue {t:?} overflows to itself"))
-                    }
-                    Some(t) if !queue_ids.contains(t) => {
-                        p.add(key("overflow.target"), format!("queue {t:?} does not exist"))
-                    }
+                    Some(t) if t == q.id => p.add(
+                        key("overflow.target"),
+                        format!("queue {t:?} overflows to itself"),
+                    ),
+                    Some(t) if !queue_ids.contains(t) => p.add(
+                        key("overflow.target"),
+                        format!("queue {t:?} does not exist"),
+                    ),
                     Some(_) => {}
                 }
             }

@@ -1,1 +1,307 @@
 use super::*;
+use crate::model::{Overflow, Registration};
+use crate::{DialogRole, DialogState, SipTransport};
+
+fn dialog(call_id: &str) -> DialogState {
+    DialogState {
+        call_id: call_id.into(),
+        local_tag: "lt".into(),
+        remote_tag: "rt".into(),
+        role: DialogRole::Uas,
+        local_seq: 1,
+        remote_seq: Some(1),
+        local_uri: "sip:support@lingxi.local".into(),
+        remote_uri: "sip:caller@example.com".into(),
+        remote_target: "sip:caller@127.0.0.1:5070".into(),
+        route_set: vec![],
+        local_contact: "sip:support@127.0.0.1:5060".into(),
+        transport: SipTransport::Udp,
+        peer: "127.0.0.1:5070".parse().unwrap(),
+        local_sdp: None,
+        remote_sdp: None,
+        sdp_version: 1,
+    }
+}
+
+fn queue(id: &str, skill: &str) -> Command {
+    Command::UpsertQueue(QueueSpec {
+        id: id.into(),
+        name: id.into(),
+        extensions: vec!["8000".into()],
+        skill: skill.into(),
+        min_proficiency: 3,
+        priority: 5,
+        ring_timeout_secs: 15,
+        max_wait_secs: 300,
+        wrapup_secs: 5,
+        not_ready_on_no_answer: true,
+        overflow: Overflow::Hangup,
+        overflow_when_no_agents: true,
+    })
+}
+
+fn agent(id: &str, prof: u8) -> Command {
+    Command::UpsertAgent {
+        id: id.into(),
+        name: id.into(),
+        ha1: "00".into(),
+        skills: [("support".to_string(), prof)].into_iter().collect(),
+        at_ms: 0,
+    }
+}
+
+fn register(id: &str, at_ms: u64) -> Command {
+    Command::Register {
+        id: id.into(),
+        registration: Some(Registration {
+            contact: format!("sip:{id}@127.0.0.1:6000"),
+            peer: "127.0.0.1:6000".parse().unwrap(),
+            transport: SipTransport::Udp,
+            expires_at_ms: at_ms + 600_000,
+            node: "n1".into(),
+            user_agent: None,
+        }),
+        at_ms,
+    }
+}
+
+fn arrive(id: &str, at_ms: u64) -> Command {
+    Command::CallArrived {
+        call_id: id.into(),
+        caller: "caller".into(),
+        called: "support".into(),
+        owner: "n1".into(),
+        a_leg: dialog(id),
+        at_ms,
+    }
+}
+
+fn enqueue(id: &str, priority: u8, at_ms: u64) -> Command {
+    Command::CallQueued { call_id: id.into(), queue: "support".into(), priority, at_ms }
+}
+
+/// Applies commands at consecutive indexes, failing the test on a refusal.
+fn run(sm: &mut StateMachine, cmds: Vec<Command>) -> Vec<Event> {
+    let mut out = Vec::new();
+    for c in cmds {
+        let i = sm.applied_index() + 1;
+        out.extend(sm.apply(i, &c).unwrap_or_else(|e| panic!("{} refused: {e}", c.kind())));
+    }
+    out
+}
+
+fn try_apply(sm: &mut StateMachine, c: Command) -> Result<Vec<Event>, ClusterError> {
+    let i = sm.applied_index() + 1;
+    sm.apply(i, &c)
+}
+
+#[test]
+fn registration_logs_in_and_longest_idle_ready_agent_with_skill_is_picked() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), agent("1002", 5), agent("1003", 2)]);
+    assert_eq!(sm.pick_agent("support", 10, &[]), None, "nobody registered yet");
+    run(&mut sm, vec![register("1002", 100), register("1001", 200), register("1003", 50)]);
+    assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::Ready);
+    // 1003 idles longest but lacks proficiency 3; 1002 became ready before 1001.
+    assert_eq!(sm.pick_agent("support", 300, &[]).unwrap().id, "1002");
+    assert_eq!(sm.pick_agent("support", 300, &["1002".into()]).unwrap().id, "1001");
+    // Expired bindings are not offered calls.
+    assert_eq!(sm.pick_agent("support", 100 + 600_000, &[]).unwrap().id, "1001");
+    assert!(sm.pick_agent("support", 200 + 600_000, &[]).is_none());
+}
+
+#[test]
+fn waiting_calls_are_ordered_by_priority_then_arrival() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support")]);
+    run(&mut sm, vec![arrive("a", 10), arrive("b", 20), arrive("c", 30), arrive("d", 30)]);
+    run(&mut sm, vec![enqueue("c", 5, 31), enqueue("a", 5, 11), enqueue("b", 9, 21), enqueue("d", 5, 32)]);
+    let order: Vec<&str> = sm.waiting("support").map(|c| c.call_id.as_str()).collect();
+    assert_eq!(order, ["b", "a", "c", "d"]);
+    assert_eq!(sm.queue_depth("support"), 4);
+    assert_eq!(sm.longest_wait_ms("support", 1011), 1000);
+}
+
+#[test]
+fn an_agent_cannot_be_offered_two_calls() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
+    run(&mut sm, vec![arrive("a", 10), arrive("b", 11), enqueue("a", 5, 10), enqueue("b", 5, 11)]);
+    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 12 }]);
+    let err = try_apply(&mut sm, Command::CallOffered { call_id: "b".into(), agent: "1001".into(), at_ms: 12 });
+    assert!(matches!(err, Err(ClusterError::AgentUnavailable { state: AgentState::Ringing, .. })), "{err:?}");
+    assert_eq!(sm.call("b").unwrap().phase, CallPhase::Queued);
+    // A call already ringing cannot be offered to someone else either.
+    run(&mut sm, vec![agent("1002", 5), register("1002", 13)]);
+    let err = try_apply(&mut sm, Command::CallOffered { call_id: "a".into(), agent: "1002".into(), at_ms: 14 });
+    assert!(matches!(err, Err(ClusterError::Conflict { .. })), "{err:?}");
+}
+
+#[test]
+fn a_failed_offer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
+    run(&mut sm, vec![arrive("a", 10), arrive("b", 20), enqueue("a", 5, 10), enqueue("b", 5, 20)]);
+    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 21 }]);
+    assert_eq!(sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>(), ["b"]);
+    let events = run(
+        &mut sm,
+        vec![Command::CallOfferFailed {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            reason: "agent.no_answer".into(),
+            agent_not_ready: true,
+            at_ms: 36,
+        }],
+    );
+    assert!(events.contains(&Event::CallWaiting { call_id: "a".into(), queue: "support".into() }));
+    let a = sm.agent_by_id("1001").unwrap();
+    assert_eq!((a.state, a.reason.as_deref()), (AgentState::NotReady, Some("agent.no_answer")));
+    assert_eq!(sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(sm.call("a").unwrap().offers, 1);
+}
+
+#[test]
+fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
+    run(&mut sm, vec![arrive("a", 1_000), enqueue("a", 5, 1_000)]);
+    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 3_000 }]);
+    run(
+        &mut sm,
+        vec![Command::CallAnswered {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            b_leg: dialog("b-leg"),
+            recording: Some("/r/a.wav".into()),
+            at_ms: 4_500,
+        }],
+    );
+    assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::Busy);
+    let events = run(
+        &mut sm,
+        vec![Command::CallEnded {
+            call_id: "a".into(),
+            outcome: "call.completed".into(),
+            ended_by: "caller".into(),
+            wrapup_secs: 5,
+            at_ms: 64_500,
+        }],
+    );
+    let cdr = events
+        .iter()
+        .find_map(|e| if let Event::CallEnded(c) = e { Some(c.clone()) } else { None })
+        .expect("a CDR");
+    assert_eq!(cdr.outcome, "call.completed");
+    assert_eq!(cdr.agent.as_deref(), Some("1001"));
+    assert_eq!((cdr.wait_secs, cdr.talk_secs), (3.5, 60.0));
+    assert_eq!(cdr.recording.as_deref(), Some("/r/a.wav"));
+    assert!(sm.call("a").is_none());
+    let a = sm.agent_by_id("1001").unwrap();
+    assert_eq!((a.state, a.calls_answered), (AgentState::WrapUp, 1));
+    // The wrap-up timer may race with a person: only_if guards it.
+    run(
+        &mut sm,
+        vec![Command::SetAgentState {
+            id: "1001".into(),
+            state: AgentState::Ready,
+            reason: None,
+            only_if: Some(AgentState::WrapUp),
+            at_ms: 69_500,
+        }],
+    );
+    let a = sm.agent_by_id("1001").unwrap();
+    assert_eq!((a.state, a.idle_since_ms), (AgentState::Ready, 69_500));
+    // Ending it twice is refused: exactly one CDR.
+    let again = try_apply(
+        &mut sm,
+        Command::CallEnded { call_id: "a".into(), outcome: "x".into(), ended_by: "caller".into(), wrapup_secs: 0, at_ms: 1 },
+    );
+    assert!(matches!(again, Err(ClusterError::UnknownCall { .. })));
+}
+
+#[test]
+fn abandoned_while_queued_leaves_the_queue() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), arrive("a", 0), enqueue("a", 5, 0)]);
+    let events = run(
+        &mut sm,
+        vec![Command::CallEnded {
+            call_id: "a".into(),
+            outcome: "queue.abandoned".into(),
+            ended_by: "caller".into(),
+            wrapup_secs: 5,
+            at_ms: 7_000,
+        }],
+    );
+    assert_eq!(sm.queue_depth("support"), 0);
+    assert!(matches!(&events[0], Event::CallEnded(c) if c.wait_secs == 7.0 && c.talk_secs == 0.0 && c.agent.is_none()));
+}
+
+#[test]
+fn agent_state_changes_are_refused_during_calls_and_for_unknown_agents() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1), arrive("a", 2), enqueue("a", 5, 2)]);
+    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 3 }]);
+    let set = |state| Command::SetAgentState { id: "1001".into(), state, reason: None, only_if: None, at_ms: 4 };
+    assert!(matches!(try_apply(&mut sm, set(AgentState::NotReady)), Err(ClusterError::AgentUnavailable { .. })));
+    assert!(matches!(
+        try_apply(&mut sm, Command::SetAgentState { id: "nobody".into(), state: AgentState::Ready, reason: None, only_if: None, at_ms: 4 }),
+        Err(ClusterError::UnknownAgent { .. })
+    ));
+    assert!(matches!(try_apply(&mut sm, Command::RemoveQueue { id: "support".into() }), Err(ClusterError::Conflict { .. })));
+}
+
+#[test]
+fn replicas_applying_the_same_log_agree_and_a_snapshot_restores_the_queue_order() {
+    let cmds = vec![
+        queue("support", "support"),
+        agent("1001", 5),
+        register("1001", 1),
+        arrive("a", 10),
+        arrive("b", 11),
+        arrive("c", 12),
+        enqueue("a", 1, 10),
+        enqueue("b", 9, 11),
+        enqueue("c", 5, 12),
+        Command::CallOffered { call_id: "b".into(), agent: "1001".into(), at_ms: 13 },
+    ];
+    let mut one = StateMachine::new();
+    let mut two = StateMachine::new();
+    run(&mut one, cmds.clone());
+    run(&mut two, cmds);
+    let s1 = serde_json::to_string(&one).unwrap();
+    assert_eq!(s1, serde_json::to_string(&two).unwrap());
+    let mut restored: StateMachine = serde_json::from_str(&s1).unwrap();
+    restored.rebuild_indexes();
+    let order = |sm: &StateMachine| sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>();
+    assert_eq!(order(&restored), ["c", "a"]);
+    assert_eq!(order(&restored), order(&one));
+}
+
+#[tokio::test]
+async fn the_log_replays_after_restart_without_duplicating_cdrs() {
+    let store: std::sync::Arc<crate::MemStore> = Default::default();
+    {
+        let log = crate::ReplicatedLog::open(store.clone(), 4).unwrap();
+        for c in [queue("support", "support"), arrive("a", 0), enqueue("a", 5, 0), arrive("b", 1)] {
+            log.propose(c).await.unwrap();
+        }
+        log.propose(Command::CallEnded {
+            call_id: "a".into(),
+            outcome: "queue.abandoned".into(),
+            ended_by: "caller".into(),
+            wrapup_secs: 0,
+            at_ms: 5,
+        })
+        .await
+        .unwrap();
+        assert!(log.propose(arrive("b", 2)).await.is_err(), "duplicate call refused");
+    }
+    let log = crate::ReplicatedLog::open(store.clone(), 4).unwrap();
+    assert_eq!(log.read(|sm| sm.applied_index()), 6);
+    assert!(log.read(|sm| sm.call("b").is_some() && sm.call("a").is_none()));
+    let cdrs = log.cdrs(10, None).unwrap();
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].outcome, "queue.abandoned");
+}

@@ -190,3 +190,18 @@ fn direction_reverse_and_names() {
     assert_eq!(Direction::Inactive.reverse(), Direction::Inactive);
     assert_eq!(Direction::Inactive.as_str(), "inactive");
 }
+
+#[test]
+fn truncated_and_mangled_offers_never_panic() {
+    for cut in 0..PHONE_OFFER.len() {
+        let _ = parse_audio(&PHONE_OFFER[..cut], "c9");
+    }
+    let bytes = PHONE_OFFER.as_bytes();
+    for i in 0..bytes.len() {
+        for b in [b' ', b'=', b'/', b':', b'\n', b'0', b'x'] {
+            let mut mangled = bytes.to_vec();
+            mangled[i] = b;
+            let _ = parse_audio(&String::from_utf8_lossy(&mangled), "c9");
+        }
+    }
+}
