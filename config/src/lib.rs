@@ -43,7 +43,7 @@ pub use agent::AgentConfig;
 pub use error::{ConfigError, Problem};
 pub use queue::{OverflowAction, OverflowConfig, QueueConfig};
 pub use sections::{
-    AcdSection, CodecName, HttpSection, MediaSection, NodeSection, RecordingSection, SipSection,
+    AcdSection, DebugSection, CodecName, HttpSection, MediaSection, NodeSection, RecordingSection, SipSection,
 };
 
 /// A node's whole configuration, one field per TOML section.
@@ -66,6 +66,8 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// `[[agents]]`: the agents who answer.
     pub agents: Vec<AgentConfig>,
+    /// `[debug]`: test switches, off by default.
+    pub debug: DebugSection,
 }
 
 impl Config {

@@ -261,3 +261,12 @@ impl Default for AcdSection {
         }
     }
 }
+
+/// `[debug]`: switches for tests and diagnosis; all off in production.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugSection {
+    /// Enables `POST /api/v1/calls/{id}/fault`, which makes that call's actor panic: how the
+    /// test suite proves that one failing call disturbs no other. Never enable it in service.
+    pub fault_injection: bool,
+}

@@ -93,6 +93,12 @@ pub enum MediaError {
         #[source]
         source: std::io::Error,
     },
+    /// `allocate` was polled outside a tokio runtime, which the relay tasks need.
+    #[error("call {call_id}: media needs a tokio runtime")]
+    NoRuntime {
+        /// The call being given media.
+        call_id: String,
+    },
     /// `start_recording` while a recording is already running.
     #[error("call {call_id}: already recording to {}", path.display())]
     AlreadyRecording {

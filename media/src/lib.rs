@@ -1,1 +1,48 @@
-//! placeholder
+//! Media for Lingxi: the switch anchors every call's audio. Each call leg (A = caller,
+//! B = agent) talks RTP to its own UDP socket on the node; the switch relays between
+//! them, plays prompts and hold music, detects DTMF and records.
+//!
+//! The entry point is [`MediaEngine`] (one per node, built from `[media]`), whose
+//! [`allocate`](MediaEngine::allocate) gives a call its [`CallMedia`]; the call actor
+//! owns that and drives it (`set_remote`, `play`, `bridge`, `set_hold`,
+//! `start_recording`) and reads [`MediaEvent`]s from it.
+//!
+//! Budget: per call two relay tasks (one per leg socket), at most one playback ticker
+//! per playing leg, no allocation per packet, no lock held across an await; recording
+//! is written by its own thread, never on the packet path. Malformed input from the
+//! network is counted and dropped, never a panic.
+//!
+//! # Layout
+//! - [`codec`](Codec): [`Codec`] (PCMU/PCMA) and [`Leg`].
+//! - [`g711`]: µ-law / A-law encode, decode and table-driven in-place transcoding.
+//! - [`rtp`]: RTP header parse (CSRCs, extension, padding) and write.
+//! - [`dtmf`]: RFC 4733 events and the once-per-press [`dtmf::DtmfDetector`].
+//! - `prompt`: [`PcmClip`] (WAV loading with downmix/resample, built-in hold music)
+//!   and [`Prompt`].
+//! - `engine`: [`MediaEngine`], the RTP port pool.
+//! - `call`: [`CallMedia`] and its tasks — `call/relay.rs` (receive, latch, forward),
+//!   `call/playback.rs` (prompt ticker), `call/stream.rs` (per-leg SSRC/seq/ts
+//!   continuity) — plus [`MediaStats`] and [`MediaEvent`].
+//! - `recorder`: the stereo WAV writer thread and its time alignment.
+//! - `error`: [`MediaError`].
+//!
+//! Metrics: counters `lingxi_rtp_packets_in_total`, `lingxi_rtp_packets_out_total`,
+//! `lingxi_rtp_malformed_total`; gauge `lingxi_media_sessions`.
+
+#![warn(missing_docs, unreachable_pub, unsafe_code)]
+
+mod call;
+mod codec;
+pub mod dtmf;
+mod engine;
+mod error;
+pub mod g711;
+mod prompt;
+mod recorder;
+pub mod rtp;
+
+pub use call::{CallMedia, LegStats, MediaEvent, MediaStats};
+pub use codec::{Codec, Leg};
+pub use engine::MediaEngine;
+pub use error::MediaError;
+pub use prompt::{PcmClip, Prompt, SAMPLE_RATE};

@@ -114,7 +114,10 @@ impl NonceKeeper {
         let Ok(issued) = u64::from_str_radix(stamp, 16) else {
             return NonceCheck::Invalid;
         };
-        if !constant_time_eq(mac.to_ascii_lowercase().as_bytes(), self.mac(issued).as_bytes()) {
+        if !constant_time_eq(
+            mac.to_ascii_lowercase().as_bytes(),
+            self.mac(issued).as_bytes(),
+        ) {
             return NonceCheck::Invalid;
         }
         if issued > now_secs.saturating_add(Self::MAX_SKEW_SECS) {
@@ -255,9 +258,8 @@ pub fn respond(
         cnonce: Some(cnonce.to_owned()),
         opaque: challenge.opaque.clone(),
     };
-    let response =
-        expected_response(&creds, method, &ha1(username, &challenge.realm, password))
-            .unwrap_or_default();
+    let response = expected_response(&creds, method, &ha1(username, &challenge.realm, password))
+        .unwrap_or_default();
     let mut value = format!(
         "Digest username=\"{}\",realm=\"{}\",nonce=\"{}\",uri=\"{}\",response=\"{response}\",\
          algorithm=MD5,cnonce=\"{}\",qop=auth,nc={nc}",
@@ -305,7 +307,9 @@ fn parse_digest_params(value: &str, user: &str) -> Result<Params, SipError> {
         .split_once(|c: char| c.is_ascii_whitespace())
         .unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("Digest") {
-        return Err(fail(format!("unsupported authentication scheme {scheme:?}")));
+        return Err(fail(format!(
+            "unsupported authentication scheme {scheme:?}"
+        )));
     }
     let mut params = Params::new();
     let mut chars = rest.char_indices().peekable();
@@ -356,7 +360,9 @@ fn parse_digest_params(value: &str, user: &str) -> Result<Params, SipError> {
                 }
             }
             if !closed {
-                return Err(fail(format!("parameter {name:?} has an unterminated quoted value")));
+                return Err(fail(format!(
+                    "parameter {name:?} has an unterminated quoted value"
+                )));
             }
         } else {
             while let Some(&(_, c)) = chars.peek() {

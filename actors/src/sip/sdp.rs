@@ -132,10 +132,16 @@ pub fn parse_audio(sdp: &str, call_id: &str) -> Result<AudioOffer, SipError> {
         .find(|m| m.media_name.media.eq_ignore_ascii_case("audio"))
         .ok_or_else(|| err("no m=audio line".to_owned()))?;
 
-    let port = u16::try_from(media.media_name.port.value)
-        .map_err(|_| err(format!("m=audio port {} out of range", media.media_name.port)))?;
+    let port = u16::try_from(media.media_name.port.value).map_err(|_| {
+        err(format!(
+            "m=audio port {} out of range",
+            media.media_name.port
+        ))
+    })?;
     if port == 0 {
-        return Err(err("m=audio port 0: the audio stream is rejected".to_owned()));
+        return Err(err(
+            "m=audio port 0: the audio stream is rejected".to_owned()
+        ));
     }
     let connection = media
         .connection_information
@@ -302,7 +308,10 @@ pub fn build_audio(
             "rtpmap".to_owned(),
             Some(format!("{te} telephone-event/8000")),
         ));
-        attributes.push(Attribute::new("fmtp".to_owned(), Some(format!("{te} 0-16"))));
+        attributes.push(Attribute::new(
+            "fmtp".to_owned(),
+            Some(format!("{te} 0-16")),
+        ));
     }
     attributes.push(Attribute::new("ptime".to_owned(), Some(ptime.to_string())));
     attributes.push(Attribute::new(direction.as_str().to_owned(), None));

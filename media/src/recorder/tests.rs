@@ -58,7 +58,7 @@ fn recording_writes_a_stereo_wav() {
     let loud = [g711::ulaw_encode(8000); 160];
     for k in 1..=25u64 {
         let now = t0 + std::time::Duration::from_millis(20 * k);
-        assert!(tap.push(Leg::A, Codec::Pcmu, &loud, now) || k > 20);
+        tap.push(Leg::A, Codec::Pcmu, &loud, now);
         tap.push(Leg::B, Codec::Pcma, &[g711::alaw_encode(-8000); 320], now);
         std::thread::sleep(std::time::Duration::from_millis(1));
     }

@@ -93,7 +93,11 @@ fn sipp_like_header_in_any_order_and_case() {
     let creds = parse_authorization(&header).unwrap();
     assert_eq!(creds.username, "1001");
     assert_eq!(creds.algorithm.as_deref(), Some("MD5"));
-    assert!(verify(&creds, "REGISTER", &ha1("1001", "lingxi.local", "secret")));
+    assert!(verify(
+        &creds,
+        "REGISTER",
+        &ha1("1001", "lingxi.local", "secret")
+    ));
     assert_eq!(keeper.check(&creds.nonce, 1_010, 300), NonceCheck::Valid);
 }
 
@@ -199,7 +203,10 @@ fn nonces_are_checked_for_origin_and_age() {
         NonceKeeper::new([2; 16]).check(&nonce, 10_001, 60),
         NonceCheck::Invalid
     );
-    assert_eq!(NonceKeeper::random().check(&nonce, 10_001, 60), NonceCheck::Invalid);
+    assert_eq!(
+        NonceKeeper::random().check(&nonce, 10_001, 60),
+        NonceCheck::Invalid
+    );
     // A tampered timestamp or mac, odd lengths, non-ASCII and far-future nonces are invalid.
     let mut tampered = nonce.clone().into_bytes();
     tampered[15] = if tampered[15] == b'0' { b'1' } else { b'0' };

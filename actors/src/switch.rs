@@ -1,0 +1,475 @@
+//! The switch: shared context of all actors, the SIP dispatcher (the transaction user) and the
+//! pump that turns applied log entries into messages for queue and agent actors.
+
+use crate::agent::{AgentActor, AgentMsg};
+use crate::call::{CallActor, CallArgs, CallMsg};
+use crate::error::ActorError;
+use crate::queue::{QueueActor, QueueMsg};
+use crate::sip::auth::{self, NonceKeeper};
+use crate::sip::message::{self, response_for};
+use crate::sip::transaction::{Endpoint, Incoming, TransactionUser};
+use crate::supervisor::{CallSupervisor, CallSupMsg, RestartingSupervisor, SupMsg};
+use dashmap::DashMap;
+use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
+use lingxi_cluster::{Command, Event, ReplicatedLog};
+use lingxi_config::{Config, OverflowAction};
+use lingxi_media::MediaEngine;
+use ractor::{Actor, ActorRef};
+use rsip::Header;
+use rsip::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// Wall-clock milliseconds for timestamps in commands and CDRs (logic timers use tokio time).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Everything the actors of one node share.
+pub struct Switch {
+    /// This node's id (owner of its calls, prefix of its actor names).
+    pub(crate) node_id: String,
+    /// The node's configuration.
+    pub(crate) config: Arc<Config>,
+    /// Where state changes are proposed and applied state read.
+    pub(crate) log: ReplicatedLog,
+    /// RTP ports and relays.
+    pub(crate) media: MediaEngine,
+    /// The SIP transaction layer; set once the transports are bound.
+    endpoint: OnceLock<Endpoint>,
+    /// Live call actors by SIP Call-ID (both legs' Call-IDs point at the call's actor).
+    pub(crate) calls: DashMap<String, ActorRef<CallMsg>>,
+    /// Queue actors by queue id.
+    pub(crate) queues: DashMap<String, (ActorRef<QueueMsg>, Arc<AtomicBool>)>,
+    /// Agent actors by agent id.
+    pub(crate) agents: DashMap<String, ActorRef<AgentMsg>>,
+    /// Issues and checks digest nonces for REGISTER.
+    pub(crate) nonces: NonceKeeper,
+    /// Supervisor of the call actors.
+    call_sup: OnceLock<ActorRef<CallSupMsg>>,
+    /// Supervisor of queue and agent actors (restarts them: their state is in the log).
+    member_sup: OnceLock<ActorRef<SupMsg>>,
+    /// Set when the node begins to shut down: new calls get 503.
+    shutting_down: AtomicBool,
+    /// Cancelled when the switch stops.
+    pub(crate) shutdown: CancellationToken,
+    /// Lets tests make a call actor panic (`debug.fault_injection`).
+    pub(crate) fault_injection: bool,
+}
+
+impl Switch {
+    /// Starts the switch's supervisors and actors and provisions the configured queues and
+    /// agents into the log. SIP traffic flows once [`Switch::attach_endpoint`] is called.
+    pub async fn start(
+        config: Arc<Config>,
+        log: ReplicatedLog,
+        media: MediaEngine,
+        fault_injection: bool,
+    ) -> Result<Arc<Switch>, ActorError> {
+        let sw = Arc::new(Switch {
+            node_id: config.node.id.clone(),
+            config: config.clone(),
+            log,
+            media,
+            endpoint: OnceLock::new(),
+            calls: DashMap::new(),
+            queues: DashMap::new(),
+            agents: DashMap::new(),
+            nonces: NonceKeeper::random(),
+            call_sup: OnceLock::new(),
+            member_sup: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            fault_injection,
+        });
+        let (call_sup, _) = Actor::spawn(Some(format!("{}/calls", sw.node_id)), CallSupervisor, sw.clone())
+            .await
+            .map_err(|e| ActorError::Actor { actor: "call supervisor".into(), detail: e.to_string() })?;
+        let _ = sw.call_sup.set(call_sup);
+        let (member_sup, _) =
+            Actor::spawn(Some(format!("{}/members", sw.node_id)), RestartingSupervisor, sw.clone())
+                .await
+                .map_err(|e| ActorError::Actor { actor: "member supervisor".into(), detail: e.to_string() })?;
+        let _ = sw.member_sup.set(member_sup);
+        tokio::spawn(pump(sw.clone(), sw.log.subscribe()));
+        sw.provision().await?;
+        let (queues, agents): (Vec<String>, Vec<String>) =
+            sw.log.read(|sm| (sm.queues().keys().cloned().collect(), sm.agents().keys().cloned().collect()));
+        for q in queues {
+            sw.ensure_queue(&q).await;
+        }
+        for a in agents {
+            sw.ensure_agent(&a).await;
+        }
+        Ok(sw)
+    }
+
+    /// Proposes the configured queues and agents where the log's copy differs.
+    async fn provision(&self) -> Result<(), ActorError> {
+        for q in &self.config.queues {
+            let spec = queue_spec(&self.config, q);
+            if self.log.read(|sm| sm.queues().get(&spec.id) != Some(&spec)) {
+                self.log.propose(Command::UpsertQueue(spec)).await?;
+            }
+        }
+        for a in &self.config.agents {
+            let ha1 = auth::ha1(&a.id, &self.config.sip.realm, &a.password);
+            let same = self.log.read(|sm| {
+                sm.agent_by_id(&a.id).is_some_and(|x| x.ha1 == ha1 && x.name == a.name && x.skills == a.skills)
+            });
+            if !same {
+                self.log
+                    .propose(Command::UpsertAgent {
+                        id: a.id.clone(),
+                        name: a.name.clone(),
+                        ha1,
+                        skills: a.skills.clone(),
+                        at_ms: now_ms(),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects the SIP transaction layer; from now on requests are served.
+    pub fn attach_endpoint(&self, endpoint: Endpoint) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    /// The transaction user to hand to [`Endpoint::new`].
+    pub fn transaction_user(self: &Arc<Self>) -> Arc<dyn TransactionUser> {
+        Arc::new(Dispatcher { sw: Arc::downgrade(self) })
+    }
+
+    pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.get()
+    }
+
+    /// The replicated log (for the HTTP API's reads and writes).
+    pub fn log(&self) -> &ReplicatedLog {
+        &self.log
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of live call actors on this node.
+    pub fn live_calls(&self) -> usize {
+        self.call_sup.get().map_or(0, |s| s.get_children().len())
+    }
+
+    /// Changes an agent's state on a person's request (API), through the agent's actor.
+    pub async fn set_agent_state(
+        &self,
+        agent: &str,
+        state: AgentState,
+        reason: Option<String>,
+    ) -> Result<(), ActorError> {
+        let actor = self.agents.get(agent).map(|a| a.clone()).ok_or_else(|| ActorError::NotFound {
+            what: format!("agent {agent}"),
+        })?;
+        let res = ractor::call_t!(actor, AgentMsg::SetState, 5_000, state, reason)
+            .map_err(|e| ActorError::Actor { actor: format!("agent {agent}"), detail: e.to_string() })?;
+        res.map_err(ActorError::from)
+    }
+
+    /// Test hook (only with `debug.fault_injection`): makes the call's actor panic.
+    pub fn inject_call_panic(&self, call_id: &str) -> bool {
+        if !self.fault_injection {
+            return false;
+        }
+        match self.calls.get(call_id) {
+            Some(a) => a.cast(CallMsg::Fault).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Starts an actor for a queue the log knows, if none runs yet.
+    pub async fn ensure_queue(self: &Arc<Self>, id: &str) {
+        if self.queues.contains_key(id) {
+            return;
+        }
+        let Some(sup) = self.member_sup.get() else { return };
+        let kick = Arc::new(AtomicBool::new(false));
+        let name = format!("{}/queue/{id}", self.node_id);
+        match Actor::spawn_linked(Some(name), QueueActor, (self.clone(), id.to_string()), sup.get_cell()).await {
+            Ok((actor, _)) => {
+                self.queues.insert(id.to_string(), (actor, kick));
+                self.kick_queue(id);
+            }
+            Err(e) => tracing::warn!(queue = id, error = %e, "queue actor did not start"),
+        }
+    }
+
+    /// Starts an actor for an agent the log knows, if none runs yet.
+    pub async fn ensure_agent(self: &Arc<Self>, id: &str) {
+        if self.agents.contains_key(id) {
+            return;
+        }
+        let Some(sup) = self.member_sup.get() else { return };
+        let name = format!("{}/agent/{id}", self.node_id);
+        match Actor::spawn_linked(Some(name), AgentActor, (self.clone(), id.to_string()), sup.get_cell()).await {
+            Ok((actor, _)) => {
+                self.agents.insert(id.to_string(), actor);
+            }
+            Err(e) => tracing::warn!(agent = id, error = %e, "agent actor did not start"),
+        }
+    }
+
+    /// Asks a queue to look for agents for its waiting calls (coalesced: one pending kick).
+    pub(crate) fn kick_queue(&self, id: &str) {
+        if let Some(entry) = self.queues.get(id) {
+            let (actor, pending) = entry.value();
+            if !pending.swap(true, Ordering::AcqRel) {
+                let _ = actor.cast(QueueMsg::Kick);
+            }
+        }
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Graceful stop: refuses new calls, ends every live call with BYE to both legs
+    /// (outcome `switch.shutdown`), waits up to `grace` for them to finish, flushes the log.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Release);
+        let actors: Vec<ActorRef<CallMsg>> = {
+            let mut v: Vec<ActorRef<CallMsg>> = self.calls.iter().map(|e| e.value().clone()).collect();
+            v.sort_by_key(|a| a.get_id());
+            v.dedup_by_key(|a| a.get_id());
+            v
+        };
+        for a in &actors {
+            let _ = a.cast(CallMsg::Hangup { outcome: "switch.shutdown".into() });
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.shutdown.cancel();
+        for sup in [self.call_sup.get().map(|a| a.get_cell()), self.member_sup.get().map(|a| a.get_cell())].into_iter().flatten() {
+            sup.stop_children(Some("shutdown".into()));
+            sup.stop(Some("shutdown".into()));
+        }
+        if let Err(e) = self.log.flush() {
+            tracing::error!(error = %e, "flushing state at shutdown failed");
+        }
+    }
+
+    /// Spawns a call actor for a new INVITE (supervised: a failure ends only that call).
+    async fn new_call(self: Arc<Self>, request: rsip::Request, source: crate::sip::transaction::Peer, tx: crate::sip::transaction::ServerTransaction) {
+        let user = request.uri.auth.as_ref().map(|a| a.user.clone()).unwrap_or_default();
+        let queue = self.log.read(|sm| sm.queue_for_user(&user).cloned());
+        let Some(queue) = queue else {
+            let _ = tx.respond(response_for(&request, 404, Some(&format!("No queue or number {user}")), None));
+            return;
+        };
+        let Some(sup) = self.call_sup.get() else { return };
+        let args = CallArgs { sw: self.clone(), invite: request, source, tx, queue };
+        if let Err(e) = Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
+            tracing::error!(error = %e, "call actor did not start");
+        }
+    }
+}
+
+/// The transaction user: routes every incoming request to the actor that owns it.
+struct Dispatcher {
+    /// Weak, so the endpoint (held by the transports) does not keep a stopped switch alive.
+    sw: std::sync::Weak<Switch>,
+}
+
+impl TransactionUser for Dispatcher {
+    fn on_incoming(&self, incoming: Incoming) {
+        let Some(sw) = self.sw.upgrade() else { return };
+        match incoming {
+            Incoming::Request { request, source, tx } => sw.on_request(request, source, tx),
+            Incoming::Ack { request, source } => {
+                if let Some(actor) = message::call_id(&request).ok().and_then(|id| sw.calls.get(&id).map(|a| a.clone())) {
+                    let _ = actor.cast(CallMsg::Sip(Incoming::Ack { request, source }));
+                }
+            }
+            Incoming::Cancel { request, source, invite } => {
+                match message::call_id(&request).ok().and_then(|id| sw.calls.get(&id).map(|a| a.clone())) {
+                    Some(actor) => {
+                        let _ = actor.cast(CallMsg::Sip(Incoming::Cancel { request, source, invite }));
+                    }
+                    None => {
+                        let _ = invite.respond(response_for(invite.request(), 487, None, None));
+                    }
+                }
+            }
+            Incoming::AckTimeout { call_id, cseq } => {
+                if let Some(actor) = sw.calls.get(&call_id).map(|a| a.clone()) {
+                    let _ = actor.cast(CallMsg::Sip(Incoming::AckTimeout { call_id, cseq }));
+                }
+            }
+        }
+    }
+}
+
+/// Methods this switch understands, for Allow headers and 405 answers.
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO";
+
+impl Switch {
+    fn on_request(
+        self: Arc<Self>,
+        request: rsip::Request,
+        source: crate::sip::transaction::Peer,
+        tx: crate::sip::transaction::ServerTransaction,
+    ) {
+        let in_dialog = message::to_tag(&request).is_some();
+        let call = message::call_id(&request).ok().and_then(|id| self.calls.get(&id).map(|a| a.clone()));
+        if let Some(actor) = call {
+            // Any request for a live call's Call-ID belongs to its actor (BYE, re-INVITE, INFO...).
+            if let Err(e) = actor.cast(CallMsg::Sip(Incoming::Request { request, source, tx: tx.clone() })) {
+                tracing::warn!(error = %e, "call actor gone");
+                let _ = tx.respond(response_for(tx.request(), 481, None, None));
+            }
+            return;
+        }
+        match request.method {
+            rsip::Method::Register => {
+                let user = to_user(&request).unwrap_or_default();
+                match self.agents.get(&user).map(|a| a.clone()) {
+                    Some(agent) => {
+                        let _ = agent.cast(AgentMsg::Register { request, source, tx });
+                    }
+                    None => {
+                        let _ = tx.respond(response_for(&request, 404, Some(&format!("No agent {user}")), None));
+                    }
+                }
+            }
+            rsip::Method::Options => {
+                let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
+                resp.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+                resp.headers.push(Header::Accept(rsip::headers::Accept::new("application/sdp")));
+                let _ = tx.respond(resp);
+            }
+            rsip::Method::Invite if !in_dialog => {
+                if self.is_shutting_down() {
+                    let _ = tx.respond(response_for(&request, 503, Some("Shutting down"), None));
+                    return;
+                }
+                tokio::spawn(self.new_call(request, source, tx));
+            }
+            rsip::Method::Invite | rsip::Method::Bye | rsip::Method::Update | rsip::Method::Info => {
+                let _ = tx.respond(response_for(&request, 481, None, None));
+            }
+            _ => {
+                let mut resp = response_for(&request, 405, None, None);
+                resp.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+                let _ = tx.respond(resp);
+            }
+        }
+    }
+}
+
+/// Turns applied log entries into work: kicks queues when calls wait or agents become ready,
+/// starts actors for new queues and agents, starts wrap-up timers.
+async fn pump(sw: Arc<Switch>, mut rx: tokio::sync::broadcast::Receiver<Arc<lingxi_cluster::Applied>>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let applied = tokio::select! {
+            _ = sw.shutdown.cancelled() => return,
+            r = rx.recv() => r,
+        };
+        let applied = match applied {
+            Ok(a) => a,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "event pump lagged; kicking every queue");
+                let ids: Vec<String> = sw.queues.iter().map(|e| e.key().clone()).collect();
+                for id in ids {
+                    sw.kick_queue(&id);
+                }
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for event in &applied.events {
+            match event {
+                Event::CallWaiting { queue, .. } => sw.kick_queue(queue),
+                Event::AgentChanged { id, state } => {
+                    if !sw.agents.contains_key(id) {
+                        sw.ensure_agent(id).await;
+                    }
+                    if *state == AgentState::Ready {
+                        let queues: Vec<String> = sw.log.read(|sm| {
+                            let Some(agent) = sm.agent_by_id(id) else { return vec![] };
+                            sm.queues()
+                                .values()
+                                .filter(|q| agent.skills.get(&q.skill).is_some_and(|p| *p >= q.min_proficiency))
+                                .map(|q| q.id.clone())
+                                .collect()
+                        });
+                        for q in queues {
+                            sw.kick_queue(&q);
+                        }
+                    }
+                }
+                Event::AgentRemoved { id } => {
+                    if let Some((_, a)) = sw.agents.remove(id) {
+                        a.stop(Some("agent removed".into()));
+                    }
+                }
+                Event::QueueChanged { id } => sw.ensure_queue(id).await,
+                Event::QueueRemoved { id } => {
+                    if let Some((_, (a, _))) = sw.queues.remove(id) {
+                        a.stop(Some("queue removed".into()));
+                    }
+                }
+                Event::CallEnded(cdr) => {
+                    metrics::counter!("lingxi_calls_total", "outcome" => cdr.outcome.clone()).increment(1);
+                    if let (Some(agent), Some(queue)) = (&cdr.agent, &cdr.queue) {
+                        let secs = sw.log.read(|sm| sm.queues().get(queue).map(|q| q.wrapup_secs));
+                        if let (Some(secs), Some(actor)) = (secs, sw.agents.get(agent).map(|a| a.clone())) {
+                            let _ = actor.cast(AgentMsg::WrapUp { secs });
+                        }
+                    }
+                }
+                Event::CallChanged { .. } => {}
+            }
+        }
+    }
+}
+
+/// The replicated form of a configured queue, with the ACD defaults filled in.
+pub fn queue_spec(config: &Config, q: &lingxi_config::QueueConfig) -> QueueSpec {
+    QueueSpec {
+        id: q.id.clone(),
+        name: q.name.clone(),
+        extensions: q.extensions.clone(),
+        skill: q.skill.clone(),
+        min_proficiency: q.min_proficiency,
+        priority: q.priority,
+        ring_timeout_secs: q.ring_timeout_secs.unwrap_or(config.acd.ring_timeout_secs),
+        max_wait_secs: q.max_wait_secs.unwrap_or(config.acd.max_wait_secs),
+        wrapup_secs: q.wrapup_secs.unwrap_or(config.acd.wrapup_secs),
+        not_ready_on_no_answer: config.acd.not_ready_on_no_answer,
+        overflow: match (q.overflow.action, &q.overflow.target) {
+            (OverflowAction::Queue, Some(t)) => Overflow::Queue(t.clone()),
+            _ => Overflow::Hangup,
+        },
+        overflow_when_no_agents: q.overflow.when_no_agents,
+    }
+}
+
+/// The user part of a request's To URI (the agent id in a REGISTER).
+pub(crate) fn to_user(request: &rsip::Request) -> Option<String> {
+    use rsip::prelude::*;
+    let to = request.to_header().ok()?.typed().ok()?;
+    to.uri.auth.map(|a| a.user)
+}
+
+/// The user part of a request's From URI (the caller).
+pub(crate) fn from_user(request: &rsip::Request) -> Option<String> {
+    use rsip::prelude::*;
+    let from = request.from_header().ok()?.typed().ok()?;
+    from.uri.auth.map(|a| a.user)
+}
