@@ -198,14 +198,22 @@ impl CallMedia {
         sockets: [std::net::UdpSocket; 2],
         lease: PortLease,
     ) -> Result<CallMedia, MediaError> {
-        let rt = tokio::runtime::Handle::try_current()
-            .map_err(|_| MediaError::NoRuntime { call_id: call_id.into() })?;
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime {
+            call_id: call_id.into(),
+        })?;
         let [sa, sb] = sockets;
         let make = |leg: Leg, s: std::net::UdpSocket| -> Result<LegShared, MediaError> {
             let bind_err = |addr: SocketAddr| {
-                move |source: std::io::Error| MediaError::Bind { call_id: call_id.into(), leg, addr, source }
+                move |source: std::io::Error| MediaError::Bind {
+                    call_id: call_id.into(),
+                    leg,
+                    addr,
+                    source,
+                }
             };
-            let addr = s.local_addr().map_err(bind_err(SocketAddr::new(engine.bind_ip, 0)))?;
+            let addr = s
+                .local_addr()
+                .map_err(bind_err(SocketAddr::new(engine.bind_ip, 0)))?;
             s.set_nonblocking(true).map_err(bind_err(addr))?;
             let socket = UdpSocket::from_std(s).map_err(bind_err(addr))?;
             let port = addr.port();
@@ -247,7 +255,12 @@ impl CallMedia {
             rt.spawn(relay::run(shared.clone(), Leg::B)),
         ];
         tracing::debug!(call_id, a = %shared.legs[0].local, b = %shared.legs[1].local, "media allocated");
-        Ok(CallMedia { shared, relays, events: Some(rx), recording: Mutex::new(None) })
+        Ok(CallMedia {
+            shared,
+            relays,
+            events: Some(rx),
+            recording: Mutex::new(None),
+        })
     }
 
     /// The call id the media was allocated for.
@@ -263,7 +276,13 @@ impl CallMedia {
 
     /// Sets where the leg's media goes, its codec and telephone-event payload type, from
     /// SDP. The next packet received decides the real address (symmetric RTP latching).
-    pub fn set_remote(&self, leg: Leg, remote: SocketAddr, codec: Codec, telephone_event_pt: Option<u8>) {
+    pub fn set_remote(
+        &self,
+        leg: Leg,
+        remote: SocketAddr,
+        codec: Codec,
+        telephone_event_pt: Option<u8>,
+    ) {
         let mut st = self.shared.leg(leg).state.lock();
         st.remote = Some(remote);
         st.latched = false;
@@ -281,7 +300,10 @@ impl CallMedia {
         let gen_ = self.shared.next_gen.fetch_add(1, Ordering::Relaxed);
         let l = self.shared.leg(leg);
         l.state.lock().play_gen = gen_;
-        let task = self.shared.rt.spawn(playback::run(self.shared.clone(), leg, gen_, clip, looped));
+        let task =
+            self.shared
+                .rt
+                .spawn(playback::run(self.shared.clone(), leg, gen_, clip, looped));
         if let Some(old) = l.playback.lock().replace(task) {
             old.abort();
         }
@@ -326,7 +348,10 @@ impl CallMedia {
     pub fn start_recording(&self, path: PathBuf) -> Result<(), MediaError> {
         let mut slot = self.recording.lock();
         if let Some(rec) = slot.as_ref() {
-            return Err(MediaError::AlreadyRecording { call_id: self.call_id().into(), path: rec.path.clone() });
+            return Err(MediaError::AlreadyRecording {
+                call_id: self.call_id().into(),
+                path: rec.path.clone(),
+            });
         }
         let (tap, rec) = recorder::start(self.call_id(), path, Instant::now())?;
         *self.shared.tap.lock() = Some(tap);
@@ -362,7 +387,10 @@ impl CallMedia {
                 remote: s.state.lock().remote,
             }
         };
-        MediaStats { a: leg(Leg::A), b: leg(Leg::B) }
+        MediaStats {
+            a: leg(Leg::A),
+            b: leg(Leg::B),
+        }
     }
 
     /// The event stream; the first call gets it, later calls a closed receiver.

@@ -24,7 +24,10 @@ pub struct DtmfEvent {
 /// several events per packet, the first is the current one).
 pub fn parse(payload: &[u8]) -> Result<DtmfEvent, MediaError> {
     if payload.len() < 4 {
-        return Err(MediaError::Truncated { what: "dtmf event", len: payload.len() });
+        return Err(MediaError::Truncated {
+            what: "dtmf event",
+            len: payload.len(),
+        });
     }
     Ok(DtmfEvent {
         event: payload[0],
@@ -37,7 +40,12 @@ pub fn parse(payload: &[u8]) -> Result<DtmfEvent, MediaError> {
 /// Writes `ev` as a 4-byte telephone-event payload.
 pub fn write(ev: &DtmfEvent) -> [u8; 4] {
     let d = ev.duration.to_be_bytes();
-    [ev.event, ((ev.end as u8) << 7) | (ev.volume & 0x3F), d[0], d[1]]
+    [
+        ev.event,
+        ((ev.end as u8) << 7) | (ev.volume & 0x3F),
+        d[0],
+        d[1],
+    ]
 }
 
 /// The key for a DTMF event code: `0`-`9`, `*`, `#`, `A`-`D`; `None` for other events

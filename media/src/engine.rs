@@ -90,21 +90,34 @@ impl MediaEngine {
             if cfg.rtp_port_max < cfg.rtp_port_min {
                 return Err(MediaError::Config {
                     key: "rtp_port_max",
-                    reason: format!("{} is below rtp_port_min {}", cfg.rtp_port_max, cfg.rtp_port_min),
+                    reason: format!(
+                        "{} is below rtp_port_min {}",
+                        cfg.rtp_port_max, cfg.rtp_port_min
+                    ),
                 });
             }
             let base = cfg.rtp_port_min.saturating_add(cfg.rtp_port_min % 2);
             if base > cfg.rtp_port_max || base == 0 {
                 return Err(MediaError::Config {
                     key: "rtp_port_min",
-                    reason: format!("range {}-{} holds no even port", cfg.rtp_port_min, cfg.rtp_port_max),
+                    reason: format!(
+                        "range {}-{} holds no even port",
+                        cfg.rtp_port_min, cfg.rtp_port_max
+                    ),
                 });
             }
             let slots = (cfg.rtp_port_max - base) as usize / 2 + 1;
-            Some(Mutex::new(PortPool { base, used: vec![false; slots], next: 0 }))
+            Some(Mutex::new(PortPool {
+                base,
+                used: vec![false; slots],
+                next: 0,
+            }))
         };
         if !(10..=60).contains(&cfg.ptime_ms) {
-            return Err(MediaError::Config { key: "ptime_ms", reason: format!("{} is not within 10..=60", cfg.ptime_ms) });
+            return Err(MediaError::Config {
+                key: "ptime_ms",
+                reason: format!("{} is not within 10..=60", cfg.ptime_ms),
+            });
         }
         let hold = match &cfg.hold_music {
             Some(path) => PcmClip::load_wav(path)?,
@@ -157,16 +170,30 @@ impl MediaEngine {
 
 impl EngineInner {
     /// Binds one socket per leg, taking even ports from the pool.
-    fn bind_pair(self: &Arc<Self>, call_id: &str) -> Result<([StdUdpSocket; 2], PortLease), MediaError> {
+    fn bind_pair(
+        self: &Arc<Self>,
+        call_id: &str,
+    ) -> Result<([StdUdpSocket; 2], PortLease), MediaError> {
         let legs = [Leg::A, Leg::B];
         let Some(pool) = &self.pool else {
             let bind = |leg: Leg| {
                 let addr = SocketAddr::new(self.bind_ip, 0);
-                StdUdpSocket::bind(addr).map_err(|source| MediaError::Bind { call_id: call_id.into(), leg, addr, source })
+                StdUdpSocket::bind(addr).map_err(|source| MediaError::Bind {
+                    call_id: call_id.into(),
+                    leg,
+                    addr,
+                    source,
+                })
             };
             let a = bind(Leg::A)?;
             let b = bind(Leg::B)?;
-            return Ok(([a, b], PortLease { engine: self.clone(), slots: [None, None] }));
+            return Ok((
+                [a, b],
+                PortLease {
+                    engine: self.clone(),
+                    slots: [None, None],
+                },
+            ));
         };
         let mut pool = pool.lock();
         let slots = pool.used.len();
@@ -191,7 +218,12 @@ impl EngineInner {
                     // Someone outside the pool holds it: try the next one.
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
                     Err(source) => {
-                        failure = Some(MediaError::Bind { call_id: call_id.into(), leg: *leg, addr, source });
+                        failure = Some(MediaError::Bind {
+                            call_id: call_id.into(),
+                            leg: *leg,
+                            addr,
+                            source,
+                        });
                         break;
                     }
                 }
@@ -201,9 +233,13 @@ impl EngineInner {
             }
         }
         match taken {
-            [Some((ia, a)), Some((ib, b))] if failure.is_none() => {
-                Ok(([a, b], PortLease { engine: self.clone(), slots: [Some(ia), Some(ib)] }))
-            }
+            [Some((ia, a)), Some((ib, b))] if failure.is_none() => Ok((
+                [a, b],
+                PortLease {
+                    engine: self.clone(),
+                    slots: [Some(ia), Some(ib)],
+                },
+            )),
             taken => {
                 for (i, _) in taken.into_iter().flatten() {
                     pool.used[i] = false;

@@ -45,7 +45,11 @@ const fn ulaw_decode_const(b: u8) -> i16 {
     let u = !b as i32 & 0xFF;
     let mut t = ((u & 0x0F) << 3) + ULAW_BIAS;
     t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 { ULAW_BIAS - t } else { t - ULAW_BIAS }) as i16
+    (if u & 0x80 != 0 {
+        ULAW_BIAS - t
+    } else {
+        t - ULAW_BIAS
+    }) as i16
 }
 
 const fn alaw_encode_const(s: i16) -> u8 {

@@ -21,7 +21,6 @@ pub enum Prompt {
 
 /// 8 kHz mono 16-bit audio, ready to play. Its G.711 encodings are computed once, on
 /// first use, so playback to many legs is a copy per frame.
-#[derive(Debug)]
 pub struct PcmClip {
     /// The audio, 8000 samples per second.
     samples: Vec<i16>,
@@ -29,18 +28,36 @@ pub struct PcmClip {
     encoded: [OnceLock<Box<[u8]>>; 2],
 }
 
+impl std::fmt::Debug for PcmClip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcmClip")
+            .field("samples", &self.samples.len())
+            .field("ms", &self.duration_ms())
+            .finish()
+    }
+}
+
 impl PcmClip {
     /// A clip from 8 kHz mono samples.
     pub fn from_samples(samples: Vec<i16>) -> PcmClip {
-        PcmClip { samples, encoded: [OnceLock::new(), OnceLock::new()] }
+        PcmClip {
+            samples,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
     }
 
     /// Loads a 16-bit PCM WAV (8, 16, 44.1 or 48 kHz — any rate works — mono or stereo),
     /// downmixes it to mono and resamples it to 8 kHz. Blocking: call it at start-up or
     /// from `spawn_blocking`.
     pub fn load_wav(path: &Path) -> Result<PcmClip, MediaError> {
-        let wav_err = |source| MediaError::Wav { path: path.to_path_buf(), source };
-        let fmt_err = |reason: String| MediaError::WavFormat { path: path.to_path_buf(), reason };
+        let wav_err = |source| MediaError::Wav {
+            path: path.to_path_buf(),
+            source,
+        };
+        let fmt_err = |reason: String| MediaError::WavFormat {
+            path: path.to_path_buf(),
+            reason,
+        };
         let reader = hound::WavReader::open(path).map_err(wav_err)?;
         let spec = reader.spec();
         if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
@@ -50,10 +67,16 @@ impl PcmClip {
             )));
         }
         if spec.channels != 1 && spec.channels != 2 {
-            return Err(fmt_err(format!("need mono or stereo, found {} channels", spec.channels)));
+            return Err(fmt_err(format!(
+                "need mono or stereo, found {} channels",
+                spec.channels
+            )));
         }
         if !(4000..=192_000).contains(&spec.sample_rate) {
-            return Err(fmt_err(format!("unsupported sample rate {} Hz", spec.sample_rate)));
+            return Err(fmt_err(format!(
+                "unsupported sample rate {} Hz",
+                spec.sample_rate
+            )));
         }
         let channels = spec.channels as usize;
         let mut mono = Vec::with_capacity(reader.len() as usize / channels);
@@ -71,7 +94,11 @@ impl PcmClip {
         if mono.is_empty() {
             return Err(fmt_err("contains no audio".into()));
         }
-        Ok(PcmClip::from_samples(resample(&mono, spec.sample_rate, SAMPLE_RATE)))
+        Ok(PcmClip::from_samples(resample(
+            &mono,
+            spec.sample_rate,
+            SAMPLE_RATE,
+        )))
     }
 
     /// The built-in hold music: about 8 s of a soft pentatonic melody over a slow bass,
@@ -92,8 +119,12 @@ impl PcmClip {
 
     /// The clip encoded with `codec`, computed on first use.
     pub(crate) fn encoded(&self, codec: Codec) -> &[u8] {
-        self.encoded[codec.idx()]
-            .get_or_init(|| self.samples.iter().map(|&s| g711::encode(codec, s)).collect())
+        self.encoded[codec.idx()].get_or_init(|| {
+            self.samples
+                .iter()
+                .map(|&s| g711::encode(codec, s))
+                .collect()
+        })
     }
 }
 
@@ -111,8 +142,13 @@ fn resample(input: &[i16], from: u32, to: u32) -> Vec<i16> {
         let pos = i as f64 * ratio;
         let v = if ratio > 1.0 {
             let lo = pos.floor() as usize;
-            let hi = ((pos + ratio).floor() as usize).min(input.len()).max(lo + 1);
-            let sum: i64 = input[lo.min(last)..hi.min(input.len())].iter().map(|&s| s as i64).sum();
+            let hi = ((pos + ratio).floor() as usize)
+                .min(input.len())
+                .max(lo + 1);
+            let sum: i64 = input[lo.min(last)..hi.min(input.len())]
+                .iter()
+                .map(|&s| s as i64)
+                .sum();
             sum as f64 / (hi - lo.min(last)).max(1) as f64
         } else {
             let lo = (pos.floor() as usize).min(last);

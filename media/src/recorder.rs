@@ -62,8 +62,16 @@ impl RecTap {
         for piece in payload.chunks(CHUNK) {
             let mut data = [0u8; CHUNK];
             data[..piece.len()].copy_from_slice(piece);
-            let chunk = Chunk { channel: leg.idx() as u8, codec, stamp, len: piece.len() as u8, data };
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(chunk) {
+            let chunk = Chunk {
+                channel: leg.idx() as u8,
+                codec,
+                stamp,
+                len: piece.len() as u8,
+                data,
+            };
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                self.tx.try_send(chunk)
+            {
                 ok = false;
             }
         }
@@ -85,22 +93,42 @@ impl Recording {
     pub(crate) fn finish(self, call_id: &str) {
         match self.thread.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(call_id, path = %self.path.display(), error = %e, "recording failed"),
-            Err(_) => tracing::error!(call_id, path = %self.path.display(), "recording thread panicked"),
+            Ok(Err(e)) => {
+                tracing::warn!(call_id, path = %self.path.display(), error = %e, "recording failed")
+            }
+            Err(_) => {
+                tracing::error!(call_id, path = %self.path.display(), "recording thread panicked")
+            }
         }
     }
 }
 
 /// Creates the file (and its parent directories) and starts the writer thread.
-pub(crate) fn start(call_id: &str, path: PathBuf, now: Instant) -> Result<(RecTap, Recording), MediaError> {
-    let io_err = |source| MediaError::Recording { call_id: call_id.to_string(), path: path.clone(), source };
+pub(crate) fn start(
+    call_id: &str,
+    path: PathBuf,
+    now: Instant,
+) -> Result<(RecTap, Recording), MediaError> {
+    let io_err = |source| MediaError::Recording {
+        call_id: call_id.to_string(),
+        path: path.clone(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io_err)?;
     }
-    let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let writer = hound::WavWriter::create(&path, spec).map_err(|source| match source {
         hound::Error::IoError(e) => io_err(e),
-        other => MediaError::Wav { path: path.clone(), source: other },
+        other => MediaError::Wav {
+            path: path.clone(),
+            source: other,
+        },
     })?;
     let (tx, rx) = sync_channel(QUEUE);
     let thread = std::thread::Builder::new()
@@ -111,7 +139,10 @@ pub(crate) fn start(call_id: &str, path: PathBuf, now: Instant) -> Result<(RecTa
     Ok((RecTap { tx, start: now }, Recording { path, thread }))
 }
 
-fn write_loop(mut writer: hound::WavWriter<BufWriter<File>>, rx: Receiver<Chunk>) -> Result<(), hound::Error> {
+fn write_loop(
+    mut writer: hound::WavWriter<BufWriter<File>>,
+    rx: Receiver<Chunk>,
+) -> Result<(), hound::Error> {
     let mut aligner = Aligner::new();
     let mut result = Ok(());
     let mut sink = |l: i16, r: i16| {
@@ -146,10 +177,21 @@ pub(crate) struct Aligner {
 
 impl Aligner {
     pub(crate) fn new() -> Self {
-        Aligner { ring: Box::new([(0, 0); RING]), written: 0, cursor: [0; 2], latest: 0 }
+        Aligner {
+            ring: Box::new([(0, 0); RING]),
+            written: 0,
+            cursor: [0; 2],
+            latest: 0,
+        }
     }
 
-    pub(crate) fn push(&mut self, ch: usize, stamp: u64, pcm: &[i16], sink: &mut impl FnMut(i16, i16)) {
+    pub(crate) fn push(
+        &mut self,
+        ch: usize,
+        stamp: u64,
+        pcm: &[i16],
+        sink: &mut impl FnMut(i16, i16),
+    ) {
         let ch = ch.min(1);
         let n = pcm.len() as u64;
         let start = stamp.saturating_sub(n);

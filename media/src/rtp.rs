@@ -30,7 +30,10 @@ pub struct RtpHeader {
 pub fn parse(buf: &[u8]) -> Result<(RtpHeader, Range<usize>), MediaError> {
     let len = buf.len();
     if len < HEADER_LEN {
-        return Err(MediaError::Truncated { what: "rtp header", len });
+        return Err(MediaError::Truncated {
+            what: "rtp header",
+            len,
+        });
     }
     let b0 = buf[0];
     let version = b0 >> 6;
@@ -49,16 +52,25 @@ pub fn parse(buf: &[u8]) -> Result<(RtpHeader, Range<usize>), MediaError> {
     };
     let mut start = HEADER_LEN + 4 * csrc_count;
     if start > len {
-        return Err(MediaError::Truncated { what: "csrc list", len });
+        return Err(MediaError::Truncated {
+            what: "csrc list",
+            len,
+        });
     }
     if extension {
         if start + 4 > len {
-            return Err(MediaError::Truncated { what: "header extension", len });
+            return Err(MediaError::Truncated {
+                what: "header extension",
+                len,
+            });
         }
         let words = u16::from_be_bytes([buf[start + 2], buf[start + 3]]) as usize;
         start += 4 + 4 * words;
         if start > len {
-            return Err(MediaError::Truncated { what: "header extension", len });
+            return Err(MediaError::Truncated {
+                what: "header extension",
+                len,
+            });
         }
     }
     let mut end = len;
@@ -66,7 +78,10 @@ pub fn parse(buf: &[u8]) -> Result<(RtpHeader, Range<usize>), MediaError> {
         let pad = buf[len - 1] as usize;
         let available = len - start;
         if pad == 0 || pad > available {
-            return Err(MediaError::BadPadding { padding: pad, available });
+            return Err(MediaError::BadPadding {
+                padding: pad,
+                available,
+            });
         }
         end -= pad;
     }

@@ -1,4 +1,120 @@
-//! The Lingxi node: network edges, HTTP API, start-up and shutdown.
+//! The Lingxi node: the network edges (SIP transports, HTTP API, Prometheus metrics), start-up
+//! from a [`lingxi_config::Config`] and graceful shutdown.
+//!
+//! # Layout
+//! - `transport`: SIP over UDP and TCP sockets, feeding the transaction layer.
+//! - `http`: the JSON API under `/api/v1`, its OpenAPI document, `/metrics`, `/healthz`.
+//! - `telemetry`: logging set-up and the Prometheus recorder.
+//! - [`Node`]: wires storage, media, actors and transports together and stops them in order.
 #![warn(missing_docs, unreachable_pub, unsafe_code)]
 
+mod http;
+pub mod telemetry;
 pub mod transport;
+
+use anyhow::Context as _;
+use lingxi_actors::sip::transaction::{Endpoint, EndpointConfig};
+use lingxi_actors::Switch;
+use lingxi_cluster::{ReplicatedLog, SledStore};
+use lingxi_config::Config;
+use lingxi_media::MediaEngine;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use transport::SipTransports;
+
+/// Entries between snapshots of the state machine (the log is compacted at each).
+const SNAPSHOT_EVERY: u64 = 20_000;
+
+/// A running node.
+pub struct Node {
+    /// The switch (actors, log, media).
+    switch: Arc<Switch>,
+    /// The SIP sockets.
+    transports: Arc<SipTransports>,
+    /// Where the HTTP API listens.
+    http_addr: SocketAddr,
+    /// Cancelled to stop transports and the HTTP server.
+    shutdown: CancellationToken,
+    /// The HTTP server task.
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts a node: opens storage in `node.data_dir`, restores state, binds SIP and HTTP.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let config = Arc::new(config);
+        let prometheus = telemetry::prometheus();
+        let state_dir = config.node.data_dir.join("state");
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create the data directory {}", state_dir.display()))?;
+        let store = SledStore::open(&state_dir)
+            .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
+        let log = ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?;
+        let media = MediaEngine::new(&config.media).context("cannot set up media")?;
+        let switch = Switch::start(config.clone(), log, media, config.debug.fault_injection)
+            .await
+            .context("cannot start the switch's actors")?;
+        let transports = SipTransports::bind(&config.sip).await.context("cannot bind SIP transports")?;
+        let endpoint = Endpoint::new(
+            EndpointConfig::from_section(&config.sip),
+            transports.clone(),
+            switch.transaction_user(),
+        );
+        switch.attach_endpoint(endpoint.clone());
+        let shutdown = CancellationToken::new();
+        transports.start(endpoint, shutdown.child_token());
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = http::router(switch.clone(), prometheus);
+        let token = shutdown.child_token();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        tracing::info!(
+            node = %config.node.id,
+            sip_udp = ?transports.udp_addr(),
+            sip_tcp = ?transports.tcp_addr(),
+            http = %http_addr,
+            "lingxi node started"
+        );
+        Ok(Node { switch, transports, http_addr, shutdown, http_task })
+    }
+
+    /// The SIP UDP address bound.
+    pub fn sip_udp_addr(&self) -> Option<SocketAddr> {
+        self.transports.udp_addr()
+    }
+
+    /// The SIP TCP address bound.
+    pub fn sip_tcp_addr(&self) -> Option<SocketAddr> {
+        self.transports.tcp_addr()
+    }
+
+    /// The HTTP address bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The switch, for in-process tests and tools.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// Graceful shutdown: BYE to every call (CDR `switch.shutdown`), state flushed, sockets closed.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down: ending live calls");
+        self.switch.shutdown(grace).await;
+        // Give the BYEs a moment to leave before the sockets close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.shutdown.cancel();
+        let _ = self.http_task.await;
+        tracing::info!("stopped");
+    }
+}

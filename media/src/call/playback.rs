@@ -14,7 +14,13 @@ use crate::rtp::{self, RtpHeader};
 use crate::{Leg, g711};
 
 /// Plays `clip` to `leg` while the leg's `play_gen` is `gen_`.
-pub(crate) async fn run(shared: Arc<CallShared>, leg: Leg, gen_: u64, clip: Arc<PcmClip>, looped: bool) {
+pub(crate) async fn run(
+    shared: Arc<CallShared>,
+    leg: Leg,
+    gen_: u64,
+    clip: Arc<PcmClip>,
+    looped: bool,
+) {
     let frame = shared.engine.frame.max(1);
     let meters = Meters::new();
     let mut ticker = tokio::time::interval(Duration::from_micros(frame as u64 * 125));
@@ -49,10 +55,25 @@ pub(crate) async fn run(shared: Arc<CallShared>, leg: Leg, gen_: u64, clip: Arc<
             }
             match st.remote {
                 Some(dest) if !st.held => {
-                    let (sequence, timestamp, marker) =
-                        st.out.stamp(Source::Playback(gen_), k as u16, k.wrapping_mul(frame as u32), false, now);
+                    let (sequence, timestamp, marker) = st.out.stamp(
+                        Source::Playback(gen_),
+                        k as u16,
+                        k.wrapping_mul(frame as u32),
+                        false,
+                        now,
+                    );
                     let pt = st.codec.payload_type();
-                    Some((dest, RtpHeader { marker, payload_type: pt, sequence, timestamp, ssrc: st.out.ssrc }, st.codec))
+                    Some((
+                        dest,
+                        RtpHeader {
+                            marker,
+                            payload_type: pt,
+                            sequence,
+                            timestamp,
+                            ssrc: st.out.ssrc,
+                        },
+                        st.codec,
+                    ))
                 }
                 _ => None,
             }

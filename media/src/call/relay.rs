@@ -58,7 +58,12 @@ pub(crate) struct RelayCtx {
 
 impl RelayCtx {
     pub(crate) fn new() -> Self {
-        RelayCtx { out: Vec::with_capacity(RECV_BUF), detector: DtmfDetector::new(), heard: false, meters: Meters::new() }
+        RelayCtx {
+            out: Vec::with_capacity(RECV_BUF),
+            detector: DtmfDetector::new(),
+            heard: false,
+            meters: Meters::new(),
+        }
     }
 }
 
@@ -93,7 +98,14 @@ pub(crate) async fn run(shared: Arc<CallShared>, me: Leg) {
 impl CallShared {
     /// Handles one datagram received on leg `me`'s socket. Synchronous: no lock is held
     /// across an await because there is none.
-    pub(crate) fn on_datagram(&self, me: Leg, pkt: &[u8], src: SocketAddr, now: Instant, ctx: &mut RelayCtx) {
+    pub(crate) fn on_datagram(
+        &self,
+        me: Leg,
+        pkt: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        ctx: &mut RelayCtx,
+    ) {
         let my = self.leg(me);
         let Ok((h, range)) = rtp::parse(pkt) else {
             my.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +118,9 @@ impl CallShared {
             let accepted = match st.remote {
                 Some(r) if r == src => true,
                 _ if !st.latched => true,
-                _ => st.last_rx.is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_IDLE),
+                _ => st
+                    .last_rx
+                    .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_IDLE),
             };
             if accepted {
                 if st.remote != Some(src) {
@@ -146,7 +160,9 @@ impl CallShared {
             None
         };
         my.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        my.counters.bytes_in.fetch_add(pkt.len() as u64, Ordering::Relaxed);
+        my.counters
+            .bytes_in
+            .fetch_add(pkt.len() as u64, Ordering::Relaxed);
         ctx.meters.packets_in.increment(1);
         if !ctx.heard {
             ctx.heard = true;
@@ -176,7 +192,15 @@ impl CallShared {
 
     /// Sends a packet received from the other leg to leg `to`, rewritten into `to`'s
     /// outbound stream.
-    fn forward(&self, to: Leg, h: &RtpHeader, kind: Kind, payload: &[u8], now: Instant, ctx: &mut RelayCtx) {
+    fn forward(
+        &self,
+        to: Leg,
+        h: &RtpHeader,
+        kind: Kind,
+        payload: &[u8],
+        now: Instant,
+        ctx: &mut RelayCtx,
+    ) {
         let leg = self.leg(to);
         let (dest, header, to_codec) = {
             let mut st = leg.state.lock();
@@ -192,9 +216,24 @@ impl CallShared {
                 },
                 Kind::Passthrough => h.payload_type,
             };
-            let (sequence, timestamp, marker) =
-                st.out.stamp(Source::Relay(h.ssrc), h.sequence, h.timestamp, h.marker, now);
-            (dest, RtpHeader { marker, payload_type, sequence, timestamp, ssrc: st.out.ssrc }, st.codec)
+            let (sequence, timestamp, marker) = st.out.stamp(
+                Source::Relay(h.ssrc),
+                h.sequence,
+                h.timestamp,
+                h.marker,
+                now,
+            );
+            (
+                dest,
+                RtpHeader {
+                    marker,
+                    payload_type,
+                    sequence,
+                    timestamp,
+                    ssrc: st.out.ssrc,
+                },
+                st.codec,
+            )
         };
         rtp::write(&header, payload, &mut ctx.out);
         if let Kind::Audio(from) = kind {
@@ -211,7 +250,9 @@ impl LegShared {
         match self.socket.try_send_to(pkt, dest) {
             Ok(n) => {
                 self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                self.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                self.counters
+                    .bytes_out
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 meters.packets_out.increment(1);
             }
             Err(_) => {

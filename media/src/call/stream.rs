@@ -57,14 +57,24 @@ impl OutStream {
 
     /// Maps a packet of `source` numbered `(seq, ts)` into the outbound stream; returns the
     /// sequence number, timestamp and marker to send.
-    pub(crate) fn stamp(&mut self, source: Source, seq: u16, ts: u32, marker: bool, now: Instant) -> (u16, u32, bool) {
+    pub(crate) fn stamp(
+        &mut self,
+        source: Source,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        now: Instant,
+    ) -> (u16, u32, bool) {
         let mut marker = marker;
         if self.source != source {
             let (next_seq, next_ts) = match self.last_sent {
                 Some(t) => {
                     let gap = now.saturating_duration_since(t).as_micros() as u64 * 8 / 1000;
                     let gap = gap.clamp(160, u32::MAX as u64 / 4) as u32;
-                    (self.last_seq.wrapping_add(1), self.last_ts.wrapping_add(gap))
+                    (
+                        self.last_seq.wrapping_add(1),
+                        self.last_ts.wrapping_add(gap),
+                    )
                 }
                 None => (self.last_seq.wrapping_add(1), self.last_ts),
             };
@@ -98,20 +108,53 @@ mod tests {
         let t0 = Instant::now();
         let (s0, t_0, m0) = s.stamp(Source::Playback(1), 0, 0, false, t0);
         assert!(m0);
-        let (s1, t_1, m1) = s.stamp(Source::Playback(1), 1, 160, false, t0 + Duration::from_millis(20));
-        assert_eq!((s1, t_1, m1), (s0.wrapping_add(1), t_0.wrapping_add(160), false));
+        let (s1, t_1, m1) = s.stamp(
+            Source::Playback(1),
+            1,
+            160,
+            false,
+            t0 + Duration::from_millis(20),
+        );
+        assert_eq!(
+            (s1, t_1, m1),
+            (s0.wrapping_add(1), t_0.wrapping_add(160), false)
+        );
         // switch to relay of a stream with wild numbering, 40 ms later
-        let (s2, t_2, m2) = s.stamp(Source::Relay(9), 60000, 4_000_000_000, false, t0 + Duration::from_millis(60));
+        let (s2, t_2, m2) = s.stamp(
+            Source::Relay(9),
+            60000,
+            4_000_000_000,
+            false,
+            t0 + Duration::from_millis(60),
+        );
         assert!(m2);
         assert_eq!(s2, s1.wrapping_add(1));
         assert_eq!(t_2, t_1.wrapping_add(320));
         // a lost packet in the relay stays a gap; a late one goes back in place
-        let (s3, _, _) = s.stamp(Source::Relay(9), 60002, 4_000_000_320, false, t0 + Duration::from_millis(100));
+        let (s3, _, _) = s.stamp(
+            Source::Relay(9),
+            60002,
+            4_000_000_320,
+            false,
+            t0 + Duration::from_millis(100),
+        );
         assert_eq!(s3, s2.wrapping_add(2));
-        let (s4, t_4, _) = s.stamp(Source::Relay(9), 60001, 4_000_000_160, false, t0 + Duration::from_millis(101));
+        let (s4, t_4, _) = s.stamp(
+            Source::Relay(9),
+            60001,
+            4_000_000_160,
+            false,
+            t0 + Duration::from_millis(101),
+        );
         assert_eq!((s4, t_4), (s2.wrapping_add(1), t_2.wrapping_add(160)));
         // back to playback: continues after the highest sent
-        let (s5, _, m5) = s.stamp(Source::Playback(2), 0, 0, false, t0 + Duration::from_millis(120));
+        let (s5, _, m5) = s.stamp(
+            Source::Playback(2),
+            0,
+            0,
+            false,
+            t0 + Duration::from_millis(120),
+        );
         assert!(m5);
         assert_eq!(s5, s3.wrapping_add(1));
     }

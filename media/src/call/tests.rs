@@ -34,13 +34,25 @@ struct Phone {
 
 impl Phone {
     async fn new(ssrc: u32) -> Phone {
-        Phone { sock: UdpSocket::bind((LOCAL, 0)).await.unwrap(), buf: Vec::new(), seq: 100, ts: 1000, ssrc }
+        Phone {
+            sock: UdpSocket::bind((LOCAL, 0)).await.unwrap(),
+            buf: Vec::new(),
+            seq: 100,
+            ts: 1000,
+            ssrc,
+        }
     }
     fn addr(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
     }
     async fn send(&mut self, to: SocketAddr, pt: u8, payload: &[u8]) {
-        let h = RtpHeader { marker: false, payload_type: pt, sequence: self.seq, timestamp: self.ts, ssrc: self.ssrc };
+        let h = RtpHeader {
+            marker: false,
+            payload_type: pt,
+            sequence: self.seq,
+            timestamp: self.ts,
+            ssrc: self.ssrc,
+        };
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(160);
         rtp::write(&h, payload, &mut self.buf);
@@ -51,7 +63,10 @@ impl Phone {
     }
     async fn recv(&self, wait: Duration) -> Option<(RtpHeader, Vec<u8>)> {
         let mut b = [0u8; 2048];
-        let (n, _) = timeout(wait, self.sock.recv_from(&mut b)).await.ok()?.ok()?;
+        let (n, _) = timeout(wait, self.sock.recv_from(&mut b))
+            .await
+            .ok()?
+            .ok()?;
         let (h, r) = rtp::parse(&b[..n]).ok()?;
         Some((h, b[r].to_vec()))
     }
@@ -80,13 +95,20 @@ fn assert_continuous(pkts: &[(RtpHeader, Vec<u8>)]) {
     let ssrc = pkts[0].0.ssrc;
     for w in pkts.windows(2) {
         assert_eq!(w[1].0.ssrc, ssrc, "one SSRC per leg");
-        assert_eq!(w[1].0.sequence, w[0].0.sequence.wrapping_add(1), "continuous seq");
+        assert_eq!(
+            w[1].0.sequence,
+            w[0].0.sequence.wrapping_add(1),
+            "continuous seq"
+        );
         let dts = w[1].0.timestamp.wrapping_sub(w[0].0.timestamp);
         assert!(dts > 0 && dts < 8000 * 5, "ts moves forward: {dts}");
     }
 }
 
-async fn next_event(rx: &mut UnboundedReceiver<MediaEvent>, want: impl Fn(&MediaEvent) -> bool) -> MediaEvent {
+async fn next_event(
+    rx: &mut UnboundedReceiver<MediaEvent>,
+    want: impl Fn(&MediaEvent) -> bool,
+) -> MediaEvent {
     timeout(DEADLINE, async {
         loop {
             let ev = rx.recv().await.expect("events open");
@@ -120,7 +142,12 @@ async fn bridge_forwards_both_ways_with_rewrite_transcoding_and_dtmf() {
     }
     let at_b = b.recv_n(20, DEADLINE).await;
     let at_a = a.recv_n(20, DEADLINE).await;
-    assert!(at_b.len() >= 15 && at_a.len() >= 15, "{} {}", at_b.len(), at_a.len());
+    assert!(
+        at_b.len() >= 15 && at_a.len() >= 15,
+        "{} {}",
+        at_b.len(),
+        at_a.len()
+    );
     for (h, p) in &at_b {
         assert_eq!(h.payload_type, 8);
         assert_ne!(h.ssrc, 0xAAAA);
@@ -138,17 +165,37 @@ async fn bridge_forwards_both_ways_with_rewrite_transcoding_and_dtmf() {
     assert_continuous(&at_a);
     // A presses 5: start + 3 end retransmits, all forwarded with B's PT; reported once.
     for end in [false, false, true, true, true] {
-        let ev = dtmf::DtmfEvent { event: 5, end, volume: 10, duration: 320 };
-        let h = RtpHeader { marker: !end, payload_type: 101, sequence: a.seq, timestamp: 77_000, ssrc: a.ssrc };
+        let ev = dtmf::DtmfEvent {
+            event: 5,
+            end,
+            volume: 10,
+            duration: 320,
+        };
+        let h = RtpHeader {
+            marker: !end,
+            payload_type: 101,
+            sequence: a.seq,
+            timestamp: 77_000,
+            ssrc: a.ssrc,
+        };
         a.seq += 1;
         rtp::write(&h, &dtmf::write(&ev), &mut a.buf);
         a.sock.send_to(&a.buf, la).await.unwrap();
     }
     let dt = b.recv_n(5, DEADLINE).await;
     assert!(dt.len() >= 3, "{}", dt.len());
-    assert!(dt.iter().all(|(h, p)| h.payload_type == 96 && p[0] == 5 && h.ssrc == at_b[0].0.ssrc));
+    assert!(
+        dt.iter()
+            .all(|(h, p)| h.payload_type == 96 && p[0] == 5 && h.ssrc == at_b[0].0.ssrc)
+    );
     let ev = next_event(&mut events, |e| matches!(e, MediaEvent::Dtmf { .. })).await;
-    assert_eq!(ev, MediaEvent::Dtmf { leg: Leg::A, digit: '5' });
+    assert_eq!(
+        ev,
+        MediaEvent::Dtmf {
+            leg: Leg::A,
+            digit: '5'
+        }
+    );
     let s = call.stats();
     assert!(s.a.packets_in >= 20 && s.b.packets_out >= 15, "{s:?}");
     assert_eq!(s.a.remote, Some(a.addr()));
@@ -180,22 +227,48 @@ async fn playback_streams_frames_then_bridge_keeps_the_stream() {
     let t0 = tokio::time::Instant::now();
     let music = a.recv_n(50, DEADLINE).await;
     assert!(music.len() >= 50, "{}", music.len());
-    assert!(t0.elapsed() >= Duration::from_millis(700), "paced, not a burst: {:?}", t0.elapsed());
-    assert!(music.iter().all(|(h, p)| h.payload_type == 8 && p.len() == 160));
-    assert!(music.iter().any(|(_, p)| p.iter().any(|&x| g711::alaw_decode(x).unsigned_abs() > 1000)), "audible");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "paced, not a burst: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        music
+            .iter()
+            .all(|(h, p)| h.payload_type == 8 && p.len() == 160)
+    );
+    assert!(
+        music.iter().any(|(_, p)| p
+            .iter()
+            .any(|&x| g711::alaw_decode(x).unsigned_abs() > 1000)),
+        "audible"
+    );
     assert_continuous(&music);
     // bridge: playback stops, B's audio arrives on the same stream
     call.bridge();
     for _ in 0..10 {
-        b.send(call.local_addr(Leg::B), 0, &[g711::ulaw_encode(500); 160]).await;
+        b.send(call.local_addr(Leg::B), 0, &[g711::ulaw_encode(500); 160])
+            .await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let after = a.recv_n(60, Duration::from_secs(2)).await;
-    let relayed: Vec<_> =
-        after.iter().filter(|(_, p)| p.iter().all(|&x| (g711::alaw_decode(x) as i32 - 500).abs() < 60)).collect();
+    let relayed: Vec<_> = after
+        .iter()
+        .filter(|(_, p)| {
+            p.iter()
+                .all(|&x| (g711::alaw_decode(x) as i32 - 500).abs() < 60)
+        })
+        .collect();
     assert!(relayed.len() >= 8, "{}", relayed.len());
-    assert!(after.iter().all(|(h, _)| h.ssrc == music[0].0.ssrc), "same SSRC across the switch");
-    let mut seqs: Vec<u16> = music.iter().chain(after.iter()).map(|(h, _)| h.sequence.wrapping_sub(music[0].0.sequence)).collect();
+    assert!(
+        after.iter().all(|(h, _)| h.ssrc == music[0].0.ssrc),
+        "same SSRC across the switch"
+    );
+    let mut seqs: Vec<u16> = music
+        .iter()
+        .chain(after.iter())
+        .map(|(h, _)| h.sequence.wrapping_sub(music[0].0.sequence))
+        .collect();
     seqs.sort();
     seqs.dedup();
     assert_eq!(seqs.len(), music.len() + after.len(), "no sequence reused");
@@ -203,7 +276,10 @@ async fn playback_streams_frames_then_bridge_keeps_the_stream() {
     call.unbridge();
     let clip = Arc::new(PcmClip::from_samples(vec![2000; 800]));
     call.play(Leg::B, Prompt::Clip(clip), false);
-    let ev = next_event(&mut events, |e| matches!(e, MediaEvent::PlaybackEnded { .. })).await;
+    let ev = next_event(&mut events, |e| {
+        matches!(e, MediaEvent::PlaybackEnded { .. })
+    })
+    .await;
     assert_eq!(ev, MediaEvent::PlaybackEnded { leg: Leg::B });
     let got = b.recv_n(5, DEADLINE).await;
     assert_eq!(got.len(), 5);
@@ -258,7 +334,13 @@ async fn malformed_packets_are_counted_and_relay_keeps_working() {
     call.set_remote(Leg::B, b.addr(), Codec::Pcmu, None);
     call.bridge();
     let la = call.local_addr(Leg::A);
-    let garbage: [&[u8]; 5] = [b"", b"\x80", b"hello world, not rtp", &[0x8F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0xA0; 12]];
+    let garbage: [&[u8]; 5] = [
+        b"",
+        b"\x80",
+        b"hello world, not rtp",
+        &[0x8F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0xA0; 12],
+    ];
     for g in garbage {
         a.send_raw(la, g).await;
     }
@@ -284,10 +366,15 @@ async fn recording_writes_stereo_wav_with_both_voices() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("2024/01/c-rec.wav");
     call.start_recording(path.clone()).unwrap();
-    assert!(matches!(call.start_recording(path.clone()), Err(MediaError::AlreadyRecording { .. })));
+    assert!(matches!(
+        call.start_recording(path.clone()),
+        Err(MediaError::AlreadyRecording { .. })
+    ));
     for _ in 0..50 {
-        a.send(call.local_addr(Leg::A), 0, &[g711::ulaw_encode(6000); 160]).await;
-        b.send(call.local_addr(Leg::B), 8, &[g711::alaw_encode(-6000); 160]).await;
+        a.send(call.local_addr(Leg::A), 0, &[g711::ulaw_encode(6000); 160])
+            .await;
+        b.send(call.local_addr(Leg::B), 8, &[g711::alaw_encode(-6000); 160])
+            .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -295,7 +382,10 @@ async fn recording_writes_stereo_wav_with_both_voices() {
     assert_eq!(call.stop_recording(), None);
     let r = hound::WavReader::open(&path).unwrap();
     let spec = r.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8000, 16)
+    );
     let s: Vec<i16> = r.into_samples::<i16>().map(Result::unwrap).collect();
     let frames = s.len() / 2;
     assert!(frames >= 6000, "{frames}");
@@ -313,7 +403,10 @@ async fn port_range_is_even_and_exhaustion_is_an_error() {
         assert!(p % 2 == 0 && (40_512..=40_514).contains(&p), "{p}");
     }
     let err = eng.allocate("c-2").await.unwrap_err();
-    assert!(matches!(&err, MediaError::PortsExhausted { call_id, .. } if call_id == "c-2"), "{err}");
+    assert!(
+        matches!(&err, MediaError::PortsExhausted { call_id, .. } if call_id == "c-2"),
+        "{err}"
+    );
     assert!(err.to_string().contains("c-2"));
     drop(call);
     // ports come back once the tasks have let go of the sockets
@@ -326,7 +419,14 @@ async fn port_range_is_even_and_exhaustion_is_an_error() {
         }
     }
     assert!(again.is_some(), "ports freed on drop");
-    assert!(MediaEngine::new(&lingxi_config::MediaSection { rtp_port_min: 5, rtp_port_max: 4, ..Default::default() }).is_err());
+    assert!(
+        MediaEngine::new(&lingxi_config::MediaSection {
+            rtp_port_min: 5,
+            rtp_port_max: 4,
+            ..Default::default()
+        })
+        .is_err()
+    );
 }
 
 fn proc_cpu_secs() -> f64 {
@@ -398,10 +498,19 @@ async fn load_bridged_calls() {
                     if i % 4 != part {
                         continue;
                     }
-                    let h = RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: seq as u32 * 160, ssrc: i as u32 };
+                    let h = RtpHeader {
+                        marker: false,
+                        payload_type: 0,
+                        sequence: seq,
+                        timestamp: seq as u32 * 160,
+                        ssrc: i as u32,
+                    };
                     rtp::write(&h, &[0x55; 160], &mut buf);
                     let _ = a.try_send_to(&buf, *la);
-                    let h = RtpHeader { payload_type: 8, ..h };
+                    let h = RtpHeader {
+                        payload_type: 8,
+                        ..h
+                    };
                     rtp::write(&h, &[0x55; 160], &mut buf);
                     let _ = b.try_send_to(&buf, *lb);
                 }

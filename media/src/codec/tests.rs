@@ -11,7 +11,10 @@ fn payload_types_and_names_round_trip() {
     assert_eq!(Codec::Pcma.payload_type(), 8);
     assert_eq!(Codec::from_payload_type(18), None);
     assert_eq!(Codec::from_name("G729"), None);
-    assert_eq!(Codec::from_config(lingxi_config::CodecName::Pcma), Codec::Pcma);
+    assert_eq!(
+        Codec::from_config(lingxi_config::CodecName::Pcma),
+        Codec::Pcma
+    );
 }
 
 #[test]

@@ -1,13 +1,26 @@
 use super::*;
 
 fn ev(event: u8, end: bool, duration: u16) -> DtmfEvent {
-    DtmfEvent { event, end, volume: 10, duration }
+    DtmfEvent {
+        event,
+        end,
+        volume: 10,
+        duration,
+    }
 }
 
 #[test]
 fn parse_and_write() {
     let e = parse(&[11, 0x8A, 0x03, 0x20]).unwrap();
-    assert_eq!(e, DtmfEvent { event: 11, end: true, volume: 10, duration: 800 });
+    assert_eq!(
+        e,
+        DtmfEvent {
+            event: 11,
+            end: true,
+            volume: 10,
+            duration: 800
+        }
+    );
     assert_eq!(write(&e), [11, 0x8A, 0x03, 0x20]);
     assert!(parse(&[1, 2, 3]).is_err());
 }
@@ -27,7 +40,14 @@ fn detector_reports_each_press_once() {
     let mut d = DtmfDetector::new();
     let mut got = String::new();
     // "1" at ts 1000: 3 continuation + 3 end retransmits
-    for (i, end) in [(1u16, false), (2, false), (3, false), (4, true), (4, true), (4, true)] {
+    for (i, end) in [
+        (1u16, false),
+        (2, false),
+        (3, false),
+        (4, true),
+        (4, true),
+        (4, true),
+    ] {
         if let Some(c) = d.on_packet(1000, &ev(1, end, i * 160)) {
             got.push(c);
         }

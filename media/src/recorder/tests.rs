@@ -43,7 +43,9 @@ fn silent_channel_is_padded_and_gaps_kept() {
 
 #[test]
 fn jittered_arrivals_stay_contiguous() {
-    let pushes: Vec<_> = (1..=20u64).map(|k| (1, k * 160 + (k % 3) * 40, 3, 160)).collect();
+    let pushes: Vec<_> = (1..=20u64)
+        .map(|k| (1, k * 160 + (k % 3) * 40, 3, 160))
+        .collect();
     let out = run(&pushes);
     assert_eq!(out.len(), 3200);
     assert!(out.iter().all(|f| f.1 == 3));

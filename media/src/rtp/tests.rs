@@ -1,7 +1,13 @@
 use super::*;
 
 fn header() -> RtpHeader {
-    RtpHeader { marker: true, payload_type: 8, sequence: 0xBEEF, timestamp: 0xDEAD_0001, ssrc: 0x1234_5678 }
+    RtpHeader {
+        marker: true,
+        payload_type: 8,
+        sequence: 0xBEEF,
+        timestamp: 0xDEAD_0001,
+        ssrc: 0x1234_5678,
+    }
 }
 
 #[test]
@@ -13,7 +19,14 @@ fn write_then_parse() {
     assert_eq!(h, header());
     assert_eq!(&out[r], &[1, 2, 3]);
     // reuse clears
-    write(&RtpHeader { marker: false, ..header() }, &[9], &mut out);
+    write(
+        &RtpHeader {
+            marker: false,
+            ..header()
+        },
+        &[9],
+        &mut out,
+    );
     assert_eq!(out.len(), 13);
     assert!(!parse(&out).unwrap().0.marker);
 }
@@ -43,7 +56,13 @@ fn truncated_and_malformed_are_rejected() {
     // CSRC count larger than packet
     let mut p = good[..12].to_vec();
     p[0] |= 3;
-    assert!(matches!(parse(&p), Err(MediaError::Truncated { what: "csrc list", .. })));
+    assert!(matches!(
+        parse(&p),
+        Err(MediaError::Truncated {
+            what: "csrc list",
+            ..
+        })
+    ));
     // extension header cut
     let mut p = good[..14].to_vec();
     p[0] |= 0x10;
@@ -63,7 +82,10 @@ fn truncated_and_malformed_are_rejected() {
     // version
     let mut p = good.clone();
     p[0] = 0x40;
-    assert!(matches!(parse(&p), Err(MediaError::BadVersion { version: 1 })));
+    assert!(matches!(
+        parse(&p),
+        Err(MediaError::BadVersion { version: 1 })
+    ));
     // padding on a bare header
     let mut p = good[..12].to_vec();
     p[0] |= 0x20;

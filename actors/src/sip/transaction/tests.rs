@@ -186,7 +186,7 @@ async fn ict_acks_a_486_itself_and_absorbs_its_retransmission() {
     assert_eq!(ack.uri, invite.uri);
     // The 486 again (our ACK was lost): the transaction re-sends the ACK, the TU hears nothing.
     ep.on_message(&busy, phone());
-    assert_eq!(net.count(), n + 1);
+    net.wait(n + 1, Duration::from_secs(1)).await;
     assert_eq!(as_request(net.get(n).2).method, rsip::Method::Ack);
 }
 

@@ -1,0 +1,406 @@
+//! The HTTP API (`/api/v1`, JSON), its OpenAPI document, `/metrics` and `/healthz`.
+//!
+//! Reads come from the applied state; writes are commands proposed to the log. Every error is
+//! JSON `{"error": "..."}` naming what was wrong.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use lingxi_actors::sip::auth;
+use lingxi_actors::{now_ms, ActorError, Switch};
+use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
+use lingxi_cluster::{ClusterError, Command};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest request body accepted (JSON documents here are small).
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct App {
+    sw: Arc<Switch>,
+    prometheus: PrometheusHandle,
+}
+
+/// Builds the router.
+pub(crate) fn router(sw: Arc<Switch>, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/agents", get(list_agents).post(create_agent))
+        .route("/api/v1/agents/{id}", get(get_agent).delete(delete_agent))
+        .route("/api/v1/agents/{id}/state", put(set_agent_state))
+        .route("/api/v1/queues", get(list_queues).post(create_queue))
+        .route("/api/v1/queues/{id}", get(get_queue).delete(delete_queue))
+        .route("/api/v1/calls", get(list_calls))
+        .route("/api/v1/calls/{id}/fault", post(fault))
+        .route("/api/v1/cdrs", get(list_cdrs))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(App { sw, prometheus })
+}
+
+/// An API error: status and message.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        let status = match &e {
+            ClusterError::UnknownAgent { .. } | ClusterError::UnknownQueue { .. } | ClusterError::UnknownCall { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ClusterError::AgentUnavailable { .. } | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Cluster(c) => c.into(),
+            ActorError::NotFound { .. } => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Unwraps a JSON body, turning axum's rejection into our JSON error.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json".into())
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    if app.sw.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response();
+    }
+    let applied = app.sw.log().read(|sm| sm.applied_index());
+    Json(json!({"status": "ok", "node": app.sw.config().node.id, "applied_index": applied})).into_response()
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    // Gauges that describe state are set from the state at scrape time.
+    let now = now_ms();
+    app.sw.log().read(|sm| {
+        let mut by_state: BTreeMap<&str, u64> = AgentState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for a in sm.agents().values() {
+            *by_state.entry(a.state.as_str()).or_default() += 1;
+        }
+        for (state, n) in by_state {
+            metrics::gauge!("lingxi_agents", "state" => state).set(n as f64);
+        }
+        for q in sm.queues().keys() {
+            metrics::gauge!("lingxi_queue_depth", "queue" => q.clone()).set(sm.queue_depth(q) as f64);
+            metrics::gauge!("lingxi_queue_longest_wait_seconds", "queue" => q.clone())
+                .set(sm.longest_wait_ms(q, now) as f64 / 1000.0);
+        }
+        metrics::gauge!("lingxi_calls_live").set(sm.calls().len() as f64);
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.prometheus.render()).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("http/openapi.json")).into_response()
+}
+
+fn agent_json(a: &lingxi_cluster::model::Agent) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "skills": a.skills,
+        "state": a.state.as_str(),
+        "reason": a.reason,
+        "state_since_ms": a.state_since_ms,
+        "call_id": a.call_id,
+        "calls_answered": a.calls_answered,
+        "registered": a.registration.as_ref().map(|r| json!({
+            "contact": r.contact,
+            "source": r.peer.to_string(),
+            "transport": r.transport.to_string(),
+            "expires_at_ms": r.expires_at_ms,
+            "user_agent": r.user_agent,
+        })),
+    })
+}
+
+async fn list_agents(State(app): State<App>) -> Json<Value> {
+    Json(app.sw.log().read(|sm| Value::Array(sm.agents().values().map(agent_json).collect())))
+}
+
+async fn get_agent(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    app.sw
+        .log()
+        .read(|sm| sm.agent_by_id(&id).map(agent_json))
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("agent {id} not found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAgent {
+    id: String,
+    name: Option<String>,
+    password: String,
+    #[serde(default)]
+    skills: BTreeMap<String, u8>,
+}
+
+fn check_user(field: &str, v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("{field}: {v:?} must be 1-64 characters of letters, digits or -_.!~*'()&=+$,")))
+    }
+}
+
+async fn create_agent(
+    State(app): State<App>,
+    b: Result<Json<NewAgent>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let a = body(b)?;
+    check_user("id", &a.id)?;
+    if a.password.len() < 4 {
+        return Err(bad("password: must be at least 4 characters"));
+    }
+    for (skill, p) in &a.skills {
+        if skill.is_empty() || !(1..=10).contains(p) {
+            return Err(bad(format!("skills.{skill}: proficiency must be 1..=10, got {p}")));
+        }
+    }
+    if app.sw.log().read(|sm| sm.queue_for_user(&a.id).is_some()) {
+        return Err(ApiError(StatusCode::CONFLICT, format!("id: {} is already a queue id or extension", a.id)));
+    }
+    let ha1 = auth::ha1(&a.id, &app.sw.config().sip.realm, &a.password);
+    let cmd = Command::UpsertAgent {
+        id: a.id.clone(),
+        name: a.name.unwrap_or_else(|| a.id.clone()),
+        ha1,
+        skills: a.skills,
+        at_ms: now_ms(),
+    };
+    app.sw.log().propose(cmd).await?;
+    let v = app.sw.log().read(|sm| sm.agent_by_id(&a.id).map(agent_json)).unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn delete_agent(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    app.sw.log().propose(Command::RemoveAgent { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    state: String,
+    reason: Option<String>,
+}
+
+async fn set_agent_state(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    b: Result<Json<StateChange>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let c = body(b)?;
+    let state = match c.state.as_str() {
+        "ready" => AgentState::Ready,
+        "not_ready" => AgentState::NotReady,
+        "logged_out" => AgentState::LoggedOut,
+        other => return Err(bad(format!("state: {other:?} is not one of ready, not_ready, logged_out"))),
+    };
+    if c.reason.as_ref().is_some_and(|r| r.len() > 100) {
+        return Err(bad("reason: at most 100 characters"));
+    }
+    app.sw.set_agent_state(&id, state, c.reason).await?;
+    get_agent(State(app), Path(id)).await
+}
+
+fn queue_json(sm: &lingxi_cluster::StateMachine, q: &QueueSpec, now: u64) -> Value {
+    json!({
+        "id": q.id,
+        "name": q.name,
+        "extensions": q.extensions,
+        "skill": q.skill,
+        "min_proficiency": q.min_proficiency,
+        "priority": q.priority,
+        "ring_timeout_secs": q.ring_timeout_secs,
+        "max_wait_secs": q.max_wait_secs,
+        "wrapup_secs": q.wrapup_secs,
+        "overflow": q.overflow,
+        "overflow_when_no_agents": q.overflow_when_no_agents,
+        "depth": sm.queue_depth(&q.id),
+        "longest_wait_secs": sm.longest_wait_ms(&q.id, now) as f64 / 1000.0,
+        "waiting": sm.waiting(&q.id).map(|c| json!({"call_id": c.call_id, "caller": c.caller, "priority": c.priority, "arrived_ms": c.arrived_ms})).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_queues(State(app): State<App>) -> Json<Value> {
+    let now = now_ms();
+    Json(app.sw.log().read(|sm| Value::Array(sm.queues().values().map(|q| queue_json(sm, q, now)).collect())))
+}
+
+async fn get_queue(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let now = now_ms();
+    app.sw
+        .log()
+        .read(|sm| sm.queues().get(&id).map(|q| queue_json(sm, q, now)))
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("queue {id} not found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewQueue {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    extensions: Vec<String>,
+    skill: Option<String>,
+    min_proficiency: Option<u8>,
+    priority: Option<u8>,
+    ring_timeout_secs: Option<u64>,
+    max_wait_secs: Option<u64>,
+    wrapup_secs: Option<u64>,
+    overflow_queue: Option<String>,
+    overflow_when_no_agents: Option<bool>,
+}
+
+async fn create_queue(
+    State(app): State<App>,
+    b: Result<Json<NewQueue>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let q = body(b)?;
+    check_user("id", &q.id)?;
+    for (i, e) in q.extensions.iter().enumerate() {
+        check_user(&format!("extensions[{i}]"), e)?;
+    }
+    let acd = &app.sw.config().acd;
+    let min_proficiency = q.min_proficiency.unwrap_or(1);
+    if !(1..=10).contains(&min_proficiency) {
+        return Err(bad("min_proficiency: must be 1..=10"));
+    }
+    let clash = app.sw.log().read(|sm| {
+        let mut names = vec![q.id.clone()];
+        names.extend(q.extensions.iter().cloned());
+        names.into_iter().find(|n| {
+            sm.agent_by_id(n).is_some() || sm.queue_for_user(n).is_some_and(|other| other.id != q.id)
+        })
+    });
+    if let Some(n) = clash {
+        return Err(ApiError(StatusCode::CONFLICT, format!("{n} is already an agent id or another queue's number")));
+    }
+    let overflow = match &q.overflow_queue {
+        Some(t) if t == &q.id => return Err(bad("overflow_queue: a queue cannot overflow into itself")),
+        Some(t) => {
+            if !app.sw.log().read(|sm| sm.queues().contains_key(t)) {
+                return Err(bad(format!("overflow_queue: queue {t} does not exist")));
+            }
+            Overflow::Queue(t.clone())
+        }
+        None => Overflow::Hangup,
+    };
+    let spec = QueueSpec {
+        id: q.id.clone(),
+        name: q.name.unwrap_or_else(|| q.id.clone()),
+        extensions: q.extensions,
+        skill: q.skill.unwrap_or_else(|| q.id.clone()),
+        min_proficiency,
+        priority: q.priority.unwrap_or(5),
+        ring_timeout_secs: q.ring_timeout_secs.unwrap_or(acd.ring_timeout_secs).max(1),
+        max_wait_secs: q.max_wait_secs.unwrap_or(acd.max_wait_secs).max(1),
+        wrapup_secs: q.wrapup_secs.unwrap_or(acd.wrapup_secs),
+        not_ready_on_no_answer: acd.not_ready_on_no_answer,
+        overflow,
+        overflow_when_no_agents: q.overflow_when_no_agents.unwrap_or(true),
+    };
+    app.sw.log().propose(Command::UpsertQueue(spec)).await?;
+    let now = now_ms();
+    let v = app.sw.log().read(|sm| sm.queues().get(&q.id).map(|s| queue_json(sm, s, now))).unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn delete_queue(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    app.sw.log().propose(Command::RemoveQueue { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_calls(State(app): State<App>) -> Json<Value> {
+    Json(app.sw.log().read(|sm| {
+        Value::Array(
+            sm.calls()
+                .values()
+                .map(|c| {
+                    json!({
+                        "call_id": c.call_id,
+                        "caller": c.caller,
+                        "called": c.called,
+                        "queue": c.queue,
+                        "agent": c.agent,
+                        "phase": c.phase.as_str(),
+                        "priority": c.priority,
+                        "arrived_ms": c.arrived_ms,
+                        "answered_ms": c.answered_ms,
+                        "owner": c.owner,
+                        "offers": c.offers,
+                        "recording": c.recording,
+                    })
+                })
+                .collect(),
+        )
+    }))
+}
+
+async fn fault(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if !app.sw.config().debug.fault_injection {
+        return Err(ApiError(StatusCode::FORBIDDEN, "fault injection is disabled (debug.fault_injection)".into()));
+    }
+    if app.sw.inject_call_panic(&id) {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("call {id} not found on this node")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CdrQuery {
+    limit: Option<usize>,
+    since_ms: Option<u64>,
+}
+
+async fn list_cdrs(
+    State(app): State<App>,
+    q: Result<Query<CdrQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| bad(format!("query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > 100_000 {
+        return Err(bad("limit: must be 1..=100000"));
+    }
+    let cdrs = app.sw.log().cdrs(limit, q.since_ms)?;
+    Ok(Json(serde_json::to_value(cdrs).unwrap_or(Value::Null)))
+}
