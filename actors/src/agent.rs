@@ -210,7 +210,7 @@ async fn register(
     let contact_expires = contact_value.as_deref().and_then(contact_expires_param);
     let requested = contact_expires.or(message::expires(&request)).unwrap_or(sip.register_default_expires);
     let wildcard = contact_value.as_deref().is_some_and(|c| c.trim() == "*");
-    let Some(contact_value) = contact_value else {
+    if contact_value.is_none() {
         // A query: answer with the current binding.
         let current = st.sw.log.read(|sm| sm.agent_by_id(&st.id).and_then(|a| a.registration.clone()));
         let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
@@ -220,7 +220,7 @@ async fn register(
         }
         let _ = tx.respond(resp);
         return;
-    };
+    }
     if requested == 0 || wildcard {
         let res = st.sw.log.propose(Command::Register { id: st.id.clone(), registration: None, at_ms: now }).await;
         st.reg_epoch += 1;

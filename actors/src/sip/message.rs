@@ -413,7 +413,7 @@ pub(crate) struct ViaInfo<'a> {
 /// Parses one Via value `SIP/2.0/UDP host:port;params`.
 pub(crate) fn parse_via(value: &str) -> Option<ViaInfo<'_>> {
     let value = value.trim();
-    let (proto, rest) = value.split_once(|c: char| c == ' ' || c == '\t')?;
+    let (proto, rest) = value.split_once([' ', '\t'])?;
     let mut p = proto.split('/');
     let (name, _version, transport) = (p.next()?, p.next()?, p.next()?);
     if !name.eq_ignore_ascii_case("SIP") || transport.is_empty() {

@@ -328,7 +328,10 @@ impl Endpoint {
     /// Handles one received datagram or framed TCP message. Never panics and never blocks.
     pub fn on_message(&self, data: &[u8], source: Peer) {
         if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t')) {
-            return; // keep-alive
+            return; // CRLF keep-alive (RFC 5626 §4.4.1)
+        }
+        if matches!(data.first(), Some(0 | 1)) {
+            return; // a STUN keep-alive (RFC 5626 §4.4.2) multiplexed on the port: not SIP
         }
         match message::parse(data, self.inner.cfg.max_message_bytes) {
             Ok(rsip::SipMessage::Request(req)) => self.on_request(req, source),
@@ -422,10 +425,9 @@ impl Endpoint {
     }
 
     fn lookup_server(&self, key: &TxKey) -> Option<Arc<ServerInner>> {
-        // The guard is released at the end of this statement, before the Arc can be dropped
-        // (dropping the last Arc removes the entry from this same map).
-        let found = self.inner.servers.get(key).and_then(|w| w.upgrade());
-        found
+        // The shard guard is released inside `and_then`, before the caller can drop the Arc
+        // (dropping the last Arc removes the entry from this same map: never under a guard).
+        self.inner.servers.get(key).and_then(|w| w.upgrade())
     }
 
     fn new_server(
@@ -934,17 +936,18 @@ impl ServerTransaction {
             }
             st.last = Some(bytes.clone());
         }
-        let sent = inner.endpoint.send(&inner.reply_to, bytes.clone());
+        let endpoint = &inner.endpoint;
+        if inner.is_invite && (200..300).contains(&code) {
+            // Registered before sending, so an ACK racing the 2xx is always matched.
+            endpoint.accepted.insert(
+                (inner.call_id.clone(), inner.cseq),
+                Arc::downgrade(&self.inner),
+            );
+        }
+        let sent = endpoint.send(&inner.reply_to, bytes.clone());
         count_out("response", &inner.request.method);
         if code >= 200 {
-            let endpoint = &inner.endpoint;
             if inner.is_invite {
-                if code < 300 {
-                    endpoint.accepted.insert(
-                        (inner.call_id.clone(), inner.cseq),
-                        Arc::downgrade(&self.inner),
-                    );
-                }
                 tokio::spawn(self.inner.clone().run_invite_completed(bytes, code < 300));
             } else if !inner.reply_to.reliable() {
                 // Timer J: keep absorbing retransmissions of the request.

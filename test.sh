@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs Lingxi's whole test suite on a fresh machine: installs what the tests need, then
+# `cargo test --workspace`. Used by CI (.ci/run) and by developers alike.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+if ((${#need_apt[@]})); then
+  echo "test.sh: installing ${need_apt[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Two test threads: the suites start real nodes and sipp processes on loopback.
+cargo test --workspace --locked -- --test-threads=2 "$@"
