@@ -5,7 +5,7 @@ use crate::error::ActorError;
 use crate::sip::auth::{self, Challenge, NonceCheck};
 use crate::sip::message::{self, response_for};
 use crate::sip::transaction::{Peer, ServerTransaction};
-use crate::switch::{now_ms, Switch};
+use crate::switch::{Switch, now_ms};
 use lingxi_cluster::model::{AgentState, Registration};
 use lingxi_cluster::{ClusterError, Command};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -29,7 +29,11 @@ pub enum AgentMsg {
         tx: ServerTransaction,
     },
     /// A person (API, console) changes the agent's state.
-    SetState(AgentState, Option<String>, RpcReplyPort<Result<(), ClusterError>>),
+    SetState(
+        AgentState,
+        Option<String>,
+        RpcReplyPort<Result<(), ClusterError>>,
+    ),
     /// A call ended; the agent wraps up for `secs`.
     WrapUp {
         /// Seconds of wrap-up.
@@ -69,21 +73,35 @@ impl Actor for AgentActor {
         myself: ActorRef<AgentMsg>,
         (sw, id): (Arc<Switch>, String),
     ) -> Result<AgentActorState, ActorProcessingErr> {
-        let mut st = AgentActorState { sw, id, reg_epoch: 0, wrap_epoch: 0 };
+        let mut st = AgentActorState {
+            sw,
+            id,
+            reg_epoch: 0,
+            wrap_epoch: 0,
+        };
         // Restarted (or started after a restart of the node): re-arm timers from the log.
         let now = now_ms();
         let (expiry, wrap) = st.sw.log.read(|sm| {
             sm.agent_by_id(&st.id)
-                .map(|a| (a.registration.as_ref().map(|r| r.expires_at_ms), a.state == AgentState::WrapUp))
+                .map(|a| {
+                    (
+                        a.registration.as_ref().map(|r| r.expires_at_ms),
+                        a.state == AgentState::WrapUp,
+                    )
+                })
                 .unwrap_or((None, false))
         });
         if let Some(at) = expiry {
-            myself.send_after(Duration::from_millis(at.saturating_sub(now)), move || AgentMsg::Expire { epoch: 0 });
+            myself.send_after(Duration::from_millis(at.saturating_sub(now)), move || {
+                AgentMsg::Expire { epoch: 0 }
+            });
         }
         if wrap {
             st.wrap_epoch += 1;
             let epoch = st.wrap_epoch;
-            myself.send_after(Duration::from_secs(1), move || AgentMsg::WrapUpEnd { epoch });
+            myself.send_after(Duration::from_secs(1), move || AgentMsg::WrapUpEnd {
+                epoch,
+            });
         }
         Ok(st)
     }
@@ -95,12 +113,22 @@ impl Actor for AgentActor {
         st: &mut AgentActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Register { request, source, tx } => register(&myself, st, request, source, tx).await,
+            AgentMsg::Register {
+                request,
+                source,
+                tx,
+            } => register(&myself, st, request, source, tx).await,
             AgentMsg::SetState(state, reason, reply) => {
                 let res = st
                     .sw
                     .log
-                    .propose(Command::SetAgentState { id: st.id.clone(), state, reason, only_if: None, at_ms: now_ms() })
+                    .propose(Command::SetAgentState {
+                        id: st.id.clone(),
+                        state,
+                        reason,
+                        only_if: None,
+                        at_ms: now_ms(),
+                    })
                     .await
                     .map(|_| ());
                 if !reply.is_closed() {
@@ -110,7 +138,9 @@ impl Actor for AgentActor {
             AgentMsg::WrapUp { secs } => {
                 st.wrap_epoch += 1;
                 let epoch = st.wrap_epoch;
-                myself.send_after(Duration::from_secs(secs), move || AgentMsg::WrapUpEnd { epoch });
+                myself.send_after(Duration::from_secs(secs), move || AgentMsg::WrapUpEnd {
+                    epoch,
+                });
             }
             AgentMsg::WrapUpEnd { epoch } if epoch == st.wrap_epoch => {
                 let cmd = Command::SetAgentState {
@@ -133,7 +163,11 @@ impl Actor for AgentActor {
                 });
                 if expired {
                     tracing::info!(agent = %st.id, "registration expired");
-                    let cmd = Command::Register { id: st.id.clone(), registration: None, at_ms: now };
+                    let cmd = Command::Register {
+                        id: st.id.clone(),
+                        registration: None,
+                        at_ms: now,
+                    };
                     if let Err(e) = st.sw.log.propose(cmd).await {
                         tracing::warn!(agent = %st.id, error = %e, "expiring registration failed");
                     }
@@ -155,8 +189,17 @@ async fn register(
 ) {
     let sip = &st.sw.config.sip;
     let now = now_ms();
-    let Some(ha1) = st.sw.log.read(|sm| sm.agent_by_id(&st.id).map(|a| a.ha1.clone())) else {
-        let _ = tx.respond(response_for(&request, 404, Some(&format!("No agent {}", st.id)), None));
+    let Some(ha1) = st
+        .sw
+        .log
+        .read(|sm| sm.agent_by_id(&st.id).map(|a| a.ha1.clone()))
+    else {
+        let _ = tx.respond(response_for(
+            &request,
+            404,
+            Some(&format!("No agent {}", st.id)),
+            None,
+        ));
         return;
     };
     let authorization = request.headers.iter().find_map(|h| match h {
@@ -164,9 +207,16 @@ async fn register(
         _ => None,
     });
     let challenge = |stale: bool| {
-        let c = Challenge { realm: sip.realm.clone(), nonce: st.sw.nonces.issue(now / 1000), opaque: None, stale };
+        let c = Challenge {
+            realm: sip.realm.clone(),
+            nonce: st.sw.nonces.issue(now / 1000),
+            opaque: None,
+            stale,
+        };
         let mut resp = response_for(&request, 401, None, Some(&message::new_tag()));
-        resp.headers.push(Header::WwwAuthenticate(rsip::headers::WwwAuthenticate::new(c.to_header_value())));
+        resp.headers.push(Header::WwwAuthenticate(
+            rsip::headers::WwwAuthenticate::new(c.to_header_value()),
+        ));
         resp
     };
     let Some(value) = authorization else {
@@ -176,13 +226,23 @@ async fn register(
     let creds = match auth::parse_authorization(&value) {
         Ok(c) => c,
         Err(e) => {
-            let _ = tx.respond(response_for(&request, 400, Some(&format!("Bad Authorization header: {e}")), None));
+            let _ = tx.respond(response_for(
+                &request,
+                400,
+                Some(&format!("Bad Authorization header: {e}")),
+                None,
+            ));
             return;
         }
     };
     if creds.username != st.id || creds.realm != sip.realm {
         metrics::counter!("lingxi_register_failures_total", "reason" => "identity").increment(1);
-        let _ = tx.respond(response_for(&request, 403, Some("Credentials do not match the registered user"), None));
+        let _ = tx.respond(response_for(
+            &request,
+            403,
+            Some("Credentials do not match the registered user"),
+            None,
+        ));
         return;
     }
     match st.sw.nonces.check(&creds.nonce, now / 1000, 300) {
@@ -208,38 +268,67 @@ async fn register(
         _ => None,
     });
     let contact_expires = contact_value.as_deref().and_then(contact_expires_param);
-    let requested = contact_expires.or(message::expires(&request)).unwrap_or(sip.register_default_expires);
+    let requested = contact_expires
+        .or(message::expires(&request))
+        .unwrap_or(sip.register_default_expires);
     let wildcard = contact_value.as_deref().is_some_and(|c| c.trim() == "*");
     if contact_value.is_none() {
         // A query: answer with the current binding.
-        let current = st.sw.log.read(|sm| sm.agent_by_id(&st.id).and_then(|a| a.registration.clone()));
+        let current = st
+            .sw
+            .log
+            .read(|sm| sm.agent_by_id(&st.id).and_then(|a| a.registration.clone()));
         let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
         if let Some(r) = current {
             let left = r.expires_at_ms.saturating_sub(now) / 1000;
-            resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{}>;expires={left}", r.contact))));
+            resp.headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{}>;expires={left}",
+                    r.contact
+                ))));
         }
         let _ = tx.respond(resp);
         return;
     }
     if requested == 0 || wildcard {
-        let res = st.sw.log.propose(Command::Register { id: st.id.clone(), registration: None, at_ms: now }).await;
+        let res = st
+            .sw
+            .log
+            .propose(Command::Register {
+                id: st.id.clone(),
+                registration: None,
+                at_ms: now,
+            })
+            .await;
         st.reg_epoch += 1;
         let _ = tx.respond(match res {
             Ok(_) => response_for(&request, 200, None, Some(&message::new_tag())),
-            Err(e) => response_for(&request, 500, Some(&format!("Could not unregister: {e}")), None),
+            Err(e) => response_for(
+                &request,
+                500,
+                Some(&format!("Could not unregister: {e}")),
+                None,
+            ),
         });
         return;
     }
     if requested < sip.register_min_expires {
         let mut resp = response_for(&request, 423, None, Some(&message::new_tag()));
         resp.headers
-            .push(Header::MinExpires(rsip::headers::MinExpires::new(sip.register_min_expires.to_string())));
+            .push(Header::MinExpires(rsip::headers::MinExpires::new(
+                sip.register_min_expires.to_string(),
+            )));
         let _ = tx.respond(resp);
         return;
     }
     let granted = requested.min(sip.register_max_expires);
     let Some(contact_uri) = message::contact_uri(&request) else {
-        let _ = tx.respond(response_for(&request, 400, Some("Unreadable Contact header"), None));
+        let _ = tx.respond(response_for(
+            &request,
+            400,
+            Some("Unreadable Contact header"),
+            None,
+        ));
         return;
     };
     let user_agent = request.headers.iter().find_map(|h| match h {
@@ -257,24 +346,40 @@ async fn register(
     let res = st
         .sw
         .log
-        .propose(Command::Register { id: st.id.clone(), registration: Some(registration), at_ms: now })
+        .propose(Command::Register {
+            id: st.id.clone(),
+            registration: Some(registration),
+            at_ms: now,
+        })
         .await;
     match res {
         Ok(_) => {
             st.reg_epoch += 1;
             let epoch = st.reg_epoch;
-            myself.send_after(Duration::from_secs(u64::from(granted)) + Duration::from_millis(500), move || {
-                AgentMsg::Expire { epoch }
-            });
+            myself.send_after(
+                Duration::from_secs(u64::from(granted)) + Duration::from_millis(500),
+                move || AgentMsg::Expire { epoch },
+            );
             let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
-            resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{contact_uri}>;expires={granted}"))));
-            resp.headers.push(Header::Expires(rsip::headers::Expires::new(granted.to_string())));
+            resp.headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{contact_uri}>;expires={granted}"
+                ))));
+            resp.headers
+                .push(Header::Expires(rsip::headers::Expires::new(
+                    granted.to_string(),
+                )));
             let _ = tx.respond(resp);
             tracing::info!(agent = %st.id, source = %source, expires = granted, "registered");
         }
         Err(e) => {
             let err = ActorError::from(e);
-            let _ = tx.respond(response_for(&request, 500, Some(&format!("Registration not stored: {err}")), None));
+            let _ = tx.respond(response_for(
+                &request,
+                500,
+                Some(&format!("Registration not stored: {err}")),
+                None,
+            ));
         }
     }
 }
@@ -288,6 +393,9 @@ fn contact_expires_param(contact: &str) -> Option<u32> {
     };
     params.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("expires").then(|| v.trim().parse().ok()).flatten()
+        k.trim()
+            .eq_ignore_ascii_case("expires")
+            .then(|| v.trim().parse().ok())
+            .flatten()
     })
 }

@@ -9,7 +9,7 @@ use crate::sip::dialog;
 use crate::sip::message::{self, response_for, with_body};
 use crate::sip::sdp::{self, AudioOffer, Direction};
 use crate::sip::transaction::{ClientEvent, Incoming, Peer, ServerTransaction};
-use crate::switch::{from_user, now_ms, Switch, ALLOW};
+use crate::switch::{ALLOW, Switch, from_user, now_ms};
 use lingxi_cluster::model::{CallLeg, Overflow, QueueSpec, Registration};
 use lingxi_cluster::{Command, DialogState};
 use lingxi_media::{CallMedia, Codec, Leg, MediaEvent, PcmClip, Prompt};
@@ -147,19 +147,32 @@ impl Actor for CallActor {
     type State = CallState;
     type Arguments = CallArgs;
 
-    async fn pre_start(&self, myself: ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CallMsg>,
+        args: CallArgs,
+    ) -> Result<CallState, ActorProcessingErr> {
         match setup(&myself, args).await {
             Ok(st) => Ok(st),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn post_start(&self, myself: ActorRef<CallMsg>, st: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<CallMsg>,
+        st: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         enter_queue(&myself, st, None).await;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<CallMsg>, msg: CallMsg, st: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<CallMsg>,
+        msg: CallMsg,
+        st: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         if st.phase == Phase::Ended {
             if let CallMsg::Sip(Incoming::Request { tx, .. }) = msg {
                 let _ = tx.respond(response_for(tx.request(), 481, None, None));
@@ -168,7 +181,10 @@ impl Actor for CallActor {
         }
         match msg {
             CallMsg::Sip(incoming) => on_sip(&myself, st, incoming).await,
-            CallMsg::Offer { agent, registration } => offer(&myself, st, agent, registration).await,
+            CallMsg::Offer {
+                agent,
+                registration,
+            } => offer(&myself, st, agent, registration).await,
             CallMsg::BLeg { attempt, event } => on_b_event(&myself, st, attempt, event).await,
             CallMsg::RingTimeout { attempt } => {
                 if st.phase == Phase::Ringing && attempt == st.attempt {
@@ -182,14 +198,21 @@ impl Actor for CallActor {
                         Phase::Queued => overflow(&myself, st, "queue.timeout").await,
                         // Let the ringing phone have its chance; look again shortly.
                         Phase::Ringing => {
-                            myself.send_after(Duration::from_secs(1), move || CallMsg::MaxWait { epoch });
+                            myself.send_after(Duration::from_secs(1), move || CallMsg::MaxWait {
+                                epoch,
+                            });
                         }
                         _ => {}
                     }
                 }
             }
-            CallMsg::Media(MediaEvent::PlaybackEnded { leg: Leg::A }) if st.phase == Phase::Closing => {
-                let outcome = st.closing_outcome.take().unwrap_or_else(|| "queue.timeout".into());
+            CallMsg::Media(MediaEvent::PlaybackEnded { leg: Leg::A })
+                if st.phase == Phase::Closing =>
+            {
+                let outcome = st
+                    .closing_outcome
+                    .take()
+                    .unwrap_or_else(|| "queue.timeout".into());
                 hang_up(&myself, st, &outcome, "switch").await;
             }
             CallMsg::Media(MediaEvent::Dtmf { leg, digit }) => {
@@ -202,7 +225,11 @@ impl Actor for CallActor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<CallMsg>, st: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<CallMsg>,
+        st: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         forget(st);
         Ok(())
     }
@@ -213,23 +240,32 @@ fn forget(st: &CallState) {
     if let Some(b) = &st.b {
         st.sw.calls.remove(&b.call_id);
     }
-    if let Some(o) = &st.ringing {
-        if let Ok(id) = message::call_id(&o.invite) {
-            st.sw.calls.remove(&id);
-        }
+    if let Some(o) = &st.ringing
+        && let Ok(id) = message::call_id(&o.invite)
+    {
+        st.sw.calls.remove(&id);
     }
 }
 
 /// Answers the caller: negotiates SDP, allocates media, commits `CallArrived`, sends 200 OK.
 async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, crate::ActorError> {
-    let CallArgs { sw, invite, source, tx, queue } = args;
+    let CallArgs {
+        sw,
+        invite,
+        source,
+        tx,
+        queue,
+    } = args;
     let call_id = message::call_id(&invite)?;
     let refuse = |code: u16, reason: &str| {
         let _ = tx.respond(response_for(&invite, code, Some(reason), None));
     };
     if sw.calls.contains_key(&call_id) {
         refuse(482, "Loop Detected");
-        return Err(crate::ActorError::Actor { actor: format!("call {call_id}"), detail: "duplicate INVITE".into() });
+        return Err(crate::ActorError::Actor {
+            actor: format!("call {call_id}"),
+            detail: "duplicate INVITE".into(),
+        });
     }
     let body = String::from_utf8_lossy(&invite.body).to_string();
     let offer = match sdp::parse_audio(&body, &call_id) {
@@ -239,7 +275,13 @@ async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, 
             return Err(e.into());
         }
     };
-    let supported: Vec<&str> = sw.config.media.codecs.iter().map(|c| c.encoding_name()).collect();
+    let supported: Vec<&str> = sw
+        .config
+        .media
+        .codecs
+        .iter()
+        .map(|c| c.encoding_name())
+        .collect();
     let Some((pt, name)) = sdp::negotiate(&offer, &supported) else {
         refuse(488, "No common codec (PCMU or PCMA)");
         return Err(crate::ActorError::Sip(crate::sip::SipError::Sdp {
@@ -267,13 +309,24 @@ async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, 
         sw.config.media.ptime_ms,
     );
     let contact = local_contact(&sw, &queue.id, source);
-    let mut a = dialog::uas_dialog(&invite, source.addr, source.transport, &message::new_tag(), &contact)?;
+    let mut a = dialog::uas_dialog(
+        &invite,
+        source.addr,
+        source.transport,
+        &message::new_tag(),
+        &contact,
+    )?;
     a.local_sdp = Some(answer.clone());
     a.remote_sdp = Some(body);
     a.sdp_version = 1;
     sw.calls.insert(call_id.clone(), myself.clone());
     let caller = from_user(&invite).unwrap_or_else(|| "anonymous".into());
-    let called = invite.uri.auth.as_ref().map(|x| x.user.clone()).unwrap_or_default();
+    let called = invite
+        .uri
+        .auth
+        .as_ref()
+        .map(|x| x.user.clone())
+        .unwrap_or_default();
     let arrived = sw
         .log
         .propose(Command::CallArrived {
@@ -290,9 +343,41 @@ async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, 
         refuse(503, "Call could not be stored");
         return Err(e.into());
     }
+    // Nobody to answer and nothing to say: refuse (480) rather than answer and hang up.
+    let prompt_configured = sw
+        .config
+        .queues
+        .iter()
+        .any(|q| q.id == queue.id && q.overflow.prompt.is_some());
+    if queue.overflow_when_no_agents
+        && queue.overflow == Overflow::Hangup
+        && !prompt_configured
+        && !sw.log.read(|sm| sm.has_logged_in_agent(&queue.id))
+    {
+        refuse(480, "No agents available");
+        let ended = Command::CallEnded {
+            call_id: call_id.clone(),
+            outcome: "queue.no_agents".into(),
+            ended_by: "switch".into(),
+            wrapup_secs: 0,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = sw.log.propose(ended).await {
+            tracing::error!(call_id = %call_id, error = %e, "CDR of a refused call not committed");
+        }
+        sw.calls.remove(&call_id);
+        tracing::info!(call_id = %call_id, queue = %queue.id, "refused: no agent logged in");
+        return Err(crate::ActorError::NotFound {
+            what: format!("agents for queue {}", queue.id),
+        });
+    }
     let mut ok = response_for(&invite, 200, None, Some(&a.local_tag));
-    ok.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{contact}>"))));
-    ok.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+    ok.headers
+        .push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<{contact}>"
+        ))));
+    ok.headers
+        .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
     let ok = with_body(ok, "application/sdp", answer.into_bytes());
     tx.respond(ok)?;
     let mut media = media;
@@ -331,11 +416,18 @@ async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, 
 
 /// Music for a queue: its own file if configured and readable, else the engine's.
 fn queue_music(sw: &Switch, queue: &QueueSpec) -> Prompt {
-    let configured = sw.config.queues.iter().find(|q| q.id == queue.id).and_then(|q| q.hold_music.clone());
+    let configured = sw
+        .config
+        .queues
+        .iter()
+        .find(|q| q.id == queue.id)
+        .and_then(|q| q.hold_music.clone());
     if let Some(path) = configured {
         match PcmClip::load_wav(&path) {
             Ok(clip) => return Prompt::Clip(Arc::new(clip)),
-            Err(e) => tracing::warn!(queue = %queue.id, error = %e, "queue hold music unreadable; using the default"),
+            Err(e) => {
+                tracing::warn!(queue = %queue.id, error = %e, "queue hold music unreadable; using the default")
+            }
         }
     }
     sw.media.hold_music()
@@ -343,7 +435,11 @@ fn queue_music(sw: &Switch, queue: &QueueSpec) -> Prompt {
 
 /// Our Contact for a dialog reached over `via`'s transport.
 fn local_contact(sw: &Switch, user: &str, via: Peer) -> String {
-    let port = sw.endpoint().and_then(|e| e.local_addr(via.transport)).map(|a| a.port()).unwrap_or(5060);
+    let port = sw
+        .endpoint()
+        .and_then(|e| e.local_addr(via.transport))
+        .map(|a| a.port())
+        .unwrap_or(5060);
     dialog::local_contact(user, &sw.config.sip.advertised_host(), port, via.transport)
 }
 
@@ -352,7 +448,8 @@ async fn enter_queue(myself: &ActorRef<CallMsg>, st: &mut CallState, to: Option<
     if let Some(q) = to {
         st.queue = q;
     }
-    let no_agents = st.queue.overflow_when_no_agents && !st.sw.log.read(|sm| sm.has_logged_in_agent(&st.queue.id));
+    let no_agents = st.queue.overflow_when_no_agents
+        && !st.sw.log.read(|sm| sm.has_logged_in_agent(&st.queue.id));
     let cmd = Command::CallQueued {
         call_id: st.call_id.clone(),
         queue: st.queue.id.clone(),
@@ -371,7 +468,10 @@ async fn enter_queue(myself: &ActorRef<CallMsg>, st: &mut CallState, to: Option<
         return;
     }
     let epoch = st.wait_epoch;
-    myself.send_after(Duration::from_secs(st.queue.max_wait_secs.max(1)), move || CallMsg::MaxWait { epoch });
+    myself.send_after(
+        Duration::from_secs(st.queue.max_wait_secs.max(1)),
+        move || CallMsg::MaxWait { epoch },
+    );
 }
 
 /// The queue gave up on the call (max wait, or no agents): move it or say goodbye.
@@ -393,7 +493,11 @@ async fn overflow(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str)
         .iter()
         .find(|q| q.id == st.queue.id)
         .and_then(|q| q.overflow.prompt.clone())
-        .and_then(|p| PcmClip::load_wav(&p).map_err(|e| tracing::warn!(error = %e, "overflow prompt unreadable")).ok());
+        .and_then(|p| {
+            PcmClip::load_wav(&p)
+                .map_err(|e| tracing::warn!(error = %e, "overflow prompt unreadable"))
+                .ok()
+        });
     match prompt {
         Some(clip) => {
             st.phase = Phase::Closing;
@@ -429,13 +533,22 @@ async fn offer(myself: &ActorRef<CallMsg>, st: &mut CallState, agent: String, re
             .await;
         return;
     }
-    let Some(endpoint) = st.sw.endpoint().cloned() else { return };
+    let Some(endpoint) = st.sw.endpoint().cloned() else {
+        return;
+    };
     st.attempt += 1;
     let attempt = st.attempt;
-    let dest = Peer { transport: reg.transport, addr: reg.peer };
+    let dest = Peer {
+        transport: reg.transport,
+        addr: reg.peer,
+    };
     let b_call_id = format!("{}-{}", message::new_tag(), attempt);
     let domain = &st.sw.config.sip.domain;
-    let caller = st.sw.log.read(|sm| sm.call(&st.call_id).map(|c| c.caller.clone())).unwrap_or_default();
+    let caller = st
+        .sw
+        .log
+        .read(|sm| sm.call(&st.call_id).map(|c| c.caller.clone()))
+        .unwrap_or_default();
     let local_uri = format!("sip:{caller}@{domain}");
     let remote_uri = format!("sip:{agent}@{domain}");
     let contact = local_contact(&st.sw, &st.queue.id, dest);
@@ -472,15 +585,24 @@ async fn offer(myself: &ActorRef<CallMsg>, st: &mut CallState, agent: String, re
             return;
         }
     };
-    invite.headers.push(Header::Other("X-Lingxi-Call".into(), st.call_id.clone()));
-    invite.headers.push(Header::Other("X-Lingxi-Queue".into(), st.queue.id.clone()));
+    invite
+        .headers
+        .push(Header::Other("X-Lingxi-Call".into(), st.call_id.clone()));
+    invite
+        .headers
+        .push(Header::Other("X-Lingxi-Queue".into(), st.queue.id.clone()));
     st.sw.calls.insert(b_call_id.clone(), myself.clone());
     let mut ctx = match endpoint.send_request(invite.clone(), dest) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(call_id = %st.call_id, agent = %agent, error = %e, "cannot INVITE agent");
             st.sw.calls.remove(&b_call_id);
-            st.ringing = Some(BOffer { agent, invite, dest, cancel: None });
+            st.ringing = Some(BOffer {
+                agent,
+                invite,
+                dest,
+                cancel: None,
+            });
             give_up_offer(st, "agent.unreachable").await;
             after_failed_offer(myself, st).await;
             return;
@@ -505,7 +627,12 @@ async fn offer(myself: &ActorRef<CallMsg>, st: &mut CallState, agent: String, re
         }
     });
     st.phase = Phase::Ringing;
-    st.ringing = Some(BOffer { agent: agent.clone(), invite, dest, cancel: Some(cancel_tx) });
+    st.ringing = Some(BOffer {
+        agent: agent.clone(),
+        invite,
+        dest,
+        cancel: Some(cancel_tx),
+    });
     let ring = Duration::from_secs(st.queue.ring_timeout_secs.max(1));
     myself.send_after(ring, move || CallMsg::RingTimeout { attempt });
     tracing::info!(call_id = %st.call_id, agent = %agent, attempt, "offering call to agent");
@@ -513,7 +640,9 @@ async fn offer(myself: &ActorRef<CallMsg>, st: &mut CallState, agent: String, re
 
 /// Cancels the ringing offer and records why it failed; the agent's INVITE may still answer.
 async fn give_up_offer(st: &mut CallState, reason: &str) {
-    let Some(mut o) = st.ringing.take() else { return };
+    let Some(mut o) = st.ringing.take() else {
+        return;
+    };
     if let Some(c) = o.cancel.take() {
         let _ = c.send(());
     }
@@ -541,7 +670,12 @@ async fn after_failed_offer(myself: &ActorRef<CallMsg>, st: &mut CallState) {
     }
 }
 
-async fn on_b_event(myself: &ActorRef<CallMsg>, st: &mut CallState, attempt: u32, event: ClientEvent) {
+async fn on_b_event(
+    myself: &ActorRef<CallMsg>,
+    st: &mut CallState,
+    attempt: u32,
+    event: ClientEvent,
+) {
     let current = st.phase == Phase::Ringing && attempt == st.attempt && st.ringing.is_some();
     match event {
         ClientEvent::Provisional(_) => {}
@@ -552,7 +686,9 @@ async fn on_b_event(myself: &ActorRef<CallMsg>, st: &mut CallState, attempt: u32
             } else if let Some(pos) = st.abandoned.iter().position(|(a, _)| *a == attempt) {
                 // Answered after we gave up (CANCEL crossed the 200): ACK and hang up at once.
                 let (_, o) = st.abandoned.remove(pos);
-                if let Ok(mut d) = dialog::uac_dialog(&o.invite, &resp, o.dest.addr, o.dest.transport) {
+                if let Ok(mut d) =
+                    dialog::uac_dialog(&o.invite, &resp, o.dest.addr, o.dest.transport)
+                {
                     send_ack(st, &d, &o.invite);
                     send_in_dialog(&st.sw, &mut d, Method::Bye);
                 }
@@ -605,11 +741,16 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
     };
     let body = String::from_utf8_lossy(&resp.body).to_string();
     let answer = sdp::parse_audio(&body, &d.call_id);
-    d.local_sdp = message::call_id(&o.invite).ok().map(|_| String::from_utf8_lossy(&o.invite.body).to_string());
+    d.local_sdp = message::call_id(&o.invite)
+        .ok()
+        .map(|_| String::from_utf8_lossy(&o.invite.body).to_string());
     d.remote_sdp = Some(body);
     d.sdp_version = u64::from(st.attempt);
     send_ack(st, &d, &o.invite);
-    let codec = answer.as_ref().ok().and_then(|a| a.codecs.iter().find_map(|(_, n)| Codec::from_name(n)));
+    let codec = answer
+        .as_ref()
+        .ok()
+        .and_then(|a| a.codecs.iter().find_map(|(_, n)| Codec::from_name(n)));
     let (Ok(answer), Some(codec)) = (answer, codec) else {
         tracing::warn!(call_id = %st.call_id, agent = %o.agent, "agent answered without a usable SDP; hanging up its leg");
         send_in_dialog(&st.sw, &mut d, Method::Bye);
@@ -618,7 +759,8 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         after_failed_offer(myself, st).await;
         return;
     };
-    st.media.set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
+    st.media
+        .set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
     st.media.stop_play(Leg::A);
     st.media.bridge();
     let recording = start_recording(st);
@@ -644,9 +786,24 @@ fn start_recording(st: &CallState) -> Option<String> {
     if !st.sw.config.recording.enabled {
         return None;
     }
-    let safe: String = st.call_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let safe: String = st
+        .call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let day = now_ms() / 86_400_000;
-    let path: PathBuf = st.sw.config.recording_dir().join(format!("day-{day}")).join(format!("{safe}.wav"));
+    let path: PathBuf = st
+        .sw
+        .config
+        .recording_dir()
+        .join(format!("day-{day}"))
+        .join(format!("{safe}.wav"));
     match st.media.start_recording(path.clone()) {
         Ok(()) => Some(path.display().to_string()),
         Err(e) => {
@@ -657,11 +814,19 @@ fn start_recording(st: &CallState) -> Option<String> {
 }
 
 fn send_ack(st: &CallState, d: &DialogState, invite: &rsip::Request) {
-    let Some(endpoint) = st.sw.endpoint() else { return };
+    let Some(endpoint) = st.sw.endpoint() else {
+        return;
+    };
     let cseq = message::cseq(invite).map(|(n, _)| n).unwrap_or(1);
     match dialog::make_ack(d, cseq, None) {
         Ok(ack) => {
-            if let Err(e) = endpoint.send_ack(ack, Peer { transport: d.transport, addr: d.peer }) {
+            if let Err(e) = endpoint.send_ack(
+                ack,
+                Peer {
+                    transport: d.transport,
+                    addr: d.peer,
+                },
+            ) {
                 tracing::warn!(call_id = %d.call_id, error = %e, "ACK not sent");
             }
         }
@@ -671,7 +836,9 @@ fn send_ack(st: &CallState, d: &DialogState, invite: &rsip::Request) {
 
 /// Sends an in-dialog request (BYE) and lets its transaction run to the end in the background.
 pub(crate) fn send_in_dialog(sw: &Switch, d: &mut DialogState, method: Method) {
-    let Some(endpoint) = sw.endpoint() else { return };
+    let Some(endpoint) = sw.endpoint() else {
+        return;
+    };
     let req = match dialog::make_request(d, method, None) {
         Ok(r) => r,
         Err(e) => {
@@ -679,7 +846,13 @@ pub(crate) fn send_in_dialog(sw: &Switch, d: &mut DialogState, method: Method) {
             return;
         }
     };
-    match endpoint.send_request(req, Peer { transport: d.transport, addr: d.peer }) {
+    match endpoint.send_request(
+        req,
+        Peer {
+            transport: d.transport,
+            addr: d.peer,
+        },
+    ) {
         Ok(mut tx) => {
             tokio::spawn(async move { while tx.next().await.is_some() {} });
         }
@@ -743,7 +916,10 @@ async fn in_dialog_request(
                 (CallLeg::A, _) => ("queue.abandoned", "caller"),
                 (CallLeg::B, _) => ("call.completed", "agent"),
             };
-            let outcome = st.closing_outcome.take().unwrap_or_else(|| outcome.to_string());
+            let outcome = st
+                .closing_outcome
+                .take()
+                .unwrap_or_else(|| outcome.to_string());
             hang_up(myself, st, &outcome, by).await;
         }
         Method::Invite | Method::Update => reinvite(st, leg, request, tx).await,
@@ -752,7 +928,8 @@ async fn in_dialog_request(
         }
         _ => {
             let mut r = response_for(&request, 405, None, None);
-            r.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+            r.headers
+                .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
             let _ = tx.respond(r);
         }
     }
@@ -779,28 +956,40 @@ async fn reinvite(st: &mut CallState, leg: CallLeg, request: rsip::Request, tx: 
     };
     let codec_now = match leg {
         CallLeg::A => st.codec_a,
-        CallLeg::B => st
-            .b
-            .as_ref()
-            .and_then(|b| b.remote_sdp.as_deref())
-            .and_then(|s| sdp::parse_audio(s, &call_id).ok())
-            .and_then(|o| o.codecs.iter().find_map(|(_, n)| Codec::from_name(n)))
-            .unwrap_or(st.codec_a),
+        CallLeg::B => {
+            st.b.as_ref()
+                .and_then(|b| b.remote_sdp.as_deref())
+                .and_then(|s| sdp::parse_audio(s, &call_id).ok())
+                .and_then(|o| o.codecs.iter().find_map(|(_, n)| Codec::from_name(n)))
+                .unwrap_or(st.codec_a)
+        }
     };
     let (direction, te_pt, codec) = match &offer {
         Some(o) => {
-            let supported: Vec<&str> = st.sw.config.media.codecs.iter().map(|c| c.encoding_name()).collect();
+            let supported: Vec<&str> = st
+                .sw
+                .config
+                .media
+                .codecs
+                .iter()
+                .map(|c| c.encoding_name())
+                .collect();
             let Some((_, name)) = sdp::negotiate(o, &supported) else {
                 let _ = tx.respond(response_for(&request, 488, Some("No common codec"), None));
                 return;
             };
             let codec = Codec::from_name(&name).unwrap_or(codec_now);
             if !o.addr.ip().is_unspecified() {
-                st.media.set_remote(mleg, o.addr, codec, o.telephone_event_pt);
+                st.media
+                    .set_remote(mleg, o.addr, codec, o.telephone_event_pt);
             }
             (o.direction.reverse(), o.telephone_event_pt, codec)
         }
-        None => (Direction::SendRecv, Some(st.sw.config.media.telephone_event_pt), codec_now),
+        None => (
+            Direction::SendRecv,
+            Some(st.sw.config.media.telephone_event_pt),
+            codec_now,
+        ),
     };
     let holding = offer.as_ref().is_some_and(|o| o.is_hold());
     let idx = match leg {
@@ -829,12 +1018,29 @@ async fn reinvite(st: &mut CallState, leg: CallLeg, request: rsip::Request, tx: 
     let snapshot = d.clone();
     let tag = d.local_tag.clone();
     let contact = d.local_contact.clone();
-    if let Err(e) = st.sw.log.propose(Command::DialogUpdated { call_id: st.call_id.clone(), leg, dialog: snapshot }).await {
-        let _ = tx.respond(response_for(&request, 500, Some(&format!("Dialog not stored: {e}")), None));
+    if let Err(e) = st
+        .sw
+        .log
+        .propose(Command::DialogUpdated {
+            call_id: st.call_id.clone(),
+            leg,
+            dialog: snapshot,
+        })
+        .await
+    {
+        let _ = tx.respond(response_for(
+            &request,
+            500,
+            Some(&format!("Dialog not stored: {e}")),
+            None,
+        ));
         return;
     }
     let mut ok = response_for(&request, 200, None, Some(&tag));
-    ok.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{contact}>"))));
+    ok.headers
+        .push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<{contact}>"
+        ))));
     let _ = tx.respond(with_body(ok, "application/sdp", answer.into_bytes()));
     if holding != st.held[idx] {
         st.held[idx] = holding;
@@ -846,7 +1052,14 @@ async fn reinvite(st: &mut CallState, leg: CallLeg, request: rsip::Request, tx: 
                 st.media.stop_play(mleg.other());
                 st.media.bridge();
             }
-            let _ = st.sw.log.propose(Command::CallHeld { call_id: st.call_id.clone(), held: holding }).await;
+            let _ = st
+                .sw
+                .log
+                .propose(Command::CallHeld {
+                    call_id: st.call_id.clone(),
+                    held: holding,
+                })
+                .await;
         }
         tracing::info!(call_id = %st.call_id, ?leg, held = holding, "hold changed");
     }
@@ -868,10 +1081,10 @@ async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, 
     if ended_by != "caller" {
         send_in_dialog(&st.sw, &mut st.a, Method::Bye);
     }
-    if ended_by != "agent" {
-        if let Some(b) = st.b.as_mut() {
-            send_in_dialog(&st.sw, b, Method::Bye);
-        }
+    if ended_by != "agent"
+        && let Some(b) = st.b.as_mut()
+    {
+        send_in_dialog(&st.sw, b, Method::Bye);
     }
     st.media.unbridge();
     let _ = st.media.stop_recording();
@@ -902,13 +1115,19 @@ async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, 
 /// Ends a call whose actor is gone, from its replicated record: BYE to both legs with CSeq
 /// above the last committed one, CDR with `outcome`.
 pub(crate) async fn end_call_from_record(sw: &Switch, call_id: &str, outcome: &str) {
-    let Some(rec) = sw.log.read(|sm| sm.call(call_id).cloned()) else { return };
+    let Some(rec) = sw.log.read(|sm| sm.call(call_id).cloned()) else {
+        return;
+    };
     for mut d in [rec.a_leg, rec.b_leg].into_iter().flatten() {
         // Requests the dead actor sent after its last commit used higher numbers; skip past them.
         d.local_seq = d.local_seq.saturating_add(100);
         send_in_dialog(sw, &mut d, Method::Bye);
     }
-    let wrapup = rec.queue.as_ref().and_then(|q| sw.log.read(|sm| sm.queues().get(q).map(|s| s.wrapup_secs))).unwrap_or(0);
+    let wrapup = rec
+        .queue
+        .as_ref()
+        .and_then(|q| sw.log.read(|sm| sm.queues().get(q).map(|s| s.wrapup_secs)))
+        .unwrap_or(0);
     let cmd = Command::CallEnded {
         call_id: call_id.to_string(),
         outcome: outcome.to_string(),

@@ -22,4 +22,4 @@ pub mod supervisor;
 mod switch;
 
 pub use error::ActorError;
-pub use switch::{now_ms, queue_spec, Switch};
+pub use switch::{Switch, now_ms, queue_spec};

@@ -2,13 +2,13 @@
 //! ready agent who has the skill and has idled longest, and offers each call through the log.
 
 use crate::call::CallMsg;
-use crate::switch::{now_ms, Switch};
-use lingxi_cluster::model::Registration;
+use crate::switch::{Switch, now_ms};
 use lingxi_cluster::Command;
+use lingxi_cluster::model::Registration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The queue actor (stateless handler; its state is [`QueueState`]).
 pub struct QueueActor;
@@ -40,7 +40,11 @@ impl Actor for QueueActor {
         _myself: ActorRef<QueueMsg>,
         (sw, id): (Arc<Switch>, String),
     ) -> Result<QueueState, ActorProcessingErr> {
-        Ok(QueueState { sw, id, tried: HashMap::new() })
+        Ok(QueueState {
+            sw,
+            id,
+            tried: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -91,16 +95,28 @@ async fn match_calls(st: &mut QueueState) {
                 }
                 continue;
             };
-            let Some(registration) = agent.registration.clone() else { continue };
+            let Some(registration) = agent.registration.clone() else {
+                continue;
+            };
             taken.insert(agent.id.clone());
-            offers.push(Offer { call_id: call.call_id.clone(), agent: agent.id.clone(), registration });
+            offers.push(Offer {
+                call_id: call.call_id.clone(),
+                agent: agent.id.clone(),
+                registration,
+            });
         }
         offers
     });
     // Calls no longer waiting need no memory of who was tried.
-    st.sw.log.read(|sm| st.tried.retain(|call_id, _| sm.call(call_id).is_some()));
+    st.sw
+        .log
+        .read(|sm| st.tried.retain(|call_id, _| sm.call(call_id).is_some()));
     for offer in offers {
-        let cmd = Command::CallOffered { call_id: offer.call_id.clone(), agent: offer.agent.clone(), at_ms: now_ms() };
+        let cmd = Command::CallOffered {
+            call_id: offer.call_id.clone(),
+            agent: offer.agent.clone(),
+            at_ms: now_ms(),
+        };
         match st.sw.log.propose(cmd).await {
             Ok(_) => {
                 let tried = st.tried.entry(offer.call_id.clone()).or_default();
@@ -113,12 +129,19 @@ async fn match_calls(st: &mut QueueState) {
                 let actor = st.sw.calls.get(&offer.call_id).map(|a| a.clone());
                 match actor {
                     Some(actor) => {
-                        let _ = actor.cast(CallMsg::Offer { agent: offer.agent, registration: offer.registration });
+                        let _ = actor.cast(CallMsg::Offer {
+                            agent: offer.agent,
+                            registration: offer.registration,
+                        });
                     }
-                    None => tracing::warn!(call_id = %offer.call_id, "offered call has no actor on this node"),
+                    None => {
+                        tracing::warn!(call_id = %offer.call_id, "offered call has no actor on this node")
+                    }
                 }
             }
-            Err(e) => tracing::debug!(call_id = %offer.call_id, agent = %offer.agent, error = %e, "offer refused"),
+            Err(e) => {
+                tracing::debug!(call_id = %offer.call_id, agent = %offer.agent, error = %e, "offer refused")
+            }
         }
     }
 }

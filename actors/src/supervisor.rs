@@ -19,7 +19,11 @@ impl Actor for CallSupervisor {
     type State = Arc<Switch>;
     type Arguments = Arc<Switch>;
 
-    async fn pre_start(&self, _me: ActorRef<CallSupMsg>, sw: Arc<Switch>) -> Result<Arc<Switch>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<CallSupMsg>,
+        sw: Arc<Switch>,
+    ) -> Result<Arc<Switch>, ActorProcessingErr> {
         Ok(sw)
     }
 
@@ -56,7 +60,12 @@ impl Actor for CallSupervisor {
 /// Removes a dead call actor from the Call-ID routing table; returns the Call-IDs it had.
 fn forget_actor(sw: &Switch, cell: &ActorCell) -> Vec<String> {
     let id = cell.get_id();
-    let ids: Vec<String> = sw.calls.iter().filter(|e| e.value().get_id() == id).map(|e| e.key().clone()).collect();
+    let ids: Vec<String> = sw
+        .calls
+        .iter()
+        .filter(|e| e.value().get_id() == id)
+        .map(|e| e.key().clone())
+        .collect();
     for k in &ids {
         sw.calls.remove(k);
     }
@@ -75,7 +84,11 @@ impl Actor for RestartingSupervisor {
     type State = Arc<Switch>;
     type Arguments = Arc<Switch>;
 
-    async fn pre_start(&self, _me: ActorRef<SupMsg>, sw: Arc<Switch>) -> Result<Arc<Switch>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SupMsg>,
+        sw: Arc<Switch>,
+    ) -> Result<Arc<Switch>, ActorProcessingErr> {
         Ok(sw)
     }
 

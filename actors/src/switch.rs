@@ -8,7 +8,7 @@ use crate::queue::{QueueActor, QueueMsg};
 use crate::sip::auth::{self, NonceKeeper};
 use crate::sip::message::{self, response_for};
 use crate::sip::transaction::{Endpoint, Incoming, TransactionUser};
-use crate::supervisor::{CallSupervisor, CallSupMsg, RestartingSupervisor, SupMsg};
+use crate::supervisor::{CallSupMsg, CallSupervisor, RestartingSupervisor, SupMsg};
 use dashmap::DashMap;
 use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
 use lingxi_cluster::{Command, Event, ReplicatedLog};
@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Wall-clock milliseconds for timestamps in commands and CDRs (logic timers use tokio time).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Everything the actors of one node share.
@@ -84,19 +87,36 @@ impl Switch {
             shutdown: CancellationToken::new(),
             fault_injection,
         });
-        let (call_sup, _) = Actor::spawn(Some(format!("{}/calls", sw.node_id)), CallSupervisor, sw.clone())
-            .await
-            .map_err(|e| ActorError::Actor { actor: "call supervisor".into(), detail: e.to_string() })?;
+        let (call_sup, _) = Actor::spawn(
+            Some(format!("{}/calls", sw.node_id)),
+            CallSupervisor,
+            sw.clone(),
+        )
+        .await
+        .map_err(|e| ActorError::Actor {
+            actor: "call supervisor".into(),
+            detail: e.to_string(),
+        })?;
         let _ = sw.call_sup.set(call_sup);
-        let (member_sup, _) =
-            Actor::spawn(Some(format!("{}/members", sw.node_id)), RestartingSupervisor, sw.clone())
-                .await
-                .map_err(|e| ActorError::Actor { actor: "member supervisor".into(), detail: e.to_string() })?;
+        let (member_sup, _) = Actor::spawn(
+            Some(format!("{}/members", sw.node_id)),
+            RestartingSupervisor,
+            sw.clone(),
+        )
+        .await
+        .map_err(|e| ActorError::Actor {
+            actor: "member supervisor".into(),
+            detail: e.to_string(),
+        })?;
         let _ = sw.member_sup.set(member_sup);
         tokio::spawn(pump(sw.clone(), sw.log.subscribe()));
         sw.provision().await?;
-        let (queues, agents): (Vec<String>, Vec<String>) =
-            sw.log.read(|sm| (sm.queues().keys().cloned().collect(), sm.agents().keys().cloned().collect()));
+        let (queues, agents): (Vec<String>, Vec<String>) = sw.log.read(|sm| {
+            (
+                sm.queues().keys().cloned().collect(),
+                sm.agents().keys().cloned().collect(),
+            )
+        });
         for q in queues {
             sw.ensure_queue(&q).await;
         }
@@ -117,7 +137,8 @@ impl Switch {
         for a in &self.config.agents {
             let ha1 = auth::ha1(&a.id, &self.config.sip.realm, &a.password);
             let same = self.log.read(|sm| {
-                sm.agent_by_id(&a.id).is_some_and(|x| x.ha1 == ha1 && x.name == a.name && x.skills == a.skills)
+                sm.agent_by_id(&a.id)
+                    .is_some_and(|x| x.ha1 == ha1 && x.name == a.name && x.skills == a.skills)
             });
             if !same {
                 self.log
@@ -141,7 +162,9 @@ impl Switch {
 
     /// The transaction user to hand to [`Endpoint::new`].
     pub fn transaction_user(self: &Arc<Self>) -> Arc<dyn TransactionUser> {
-        Arc::new(Dispatcher { sw: Arc::downgrade(self) })
+        Arc::new(Dispatcher {
+            sw: Arc::downgrade(self),
+        })
     }
 
     pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
@@ -170,11 +193,20 @@ impl Switch {
         state: AgentState,
         reason: Option<String>,
     ) -> Result<(), ActorError> {
-        let actor = self.agents.get(agent).map(|a| a.clone()).ok_or_else(|| ActorError::NotFound {
-            what: format!("agent {agent}"),
-        })?;
-        let res = ractor::call_t!(actor, AgentMsg::SetState, 5_000, state, reason)
-            .map_err(|e| ActorError::Actor { actor: format!("agent {agent}"), detail: e.to_string() })?;
+        let actor =
+            self.agents
+                .get(agent)
+                .map(|a| a.clone())
+                .ok_or_else(|| ActorError::NotFound {
+                    what: format!("agent {agent}"),
+                })?;
+        let res =
+            ractor::call_t!(actor, AgentMsg::SetState, 5_000, state, reason).map_err(|e| {
+                ActorError::Actor {
+                    actor: format!("agent {agent}"),
+                    detail: e.to_string(),
+                }
+            })?;
         res.map_err(ActorError::from)
     }
 
@@ -194,10 +226,19 @@ impl Switch {
         if self.queues.contains_key(id) {
             return;
         }
-        let Some(sup) = self.member_sup.get() else { return };
+        let Some(sup) = self.member_sup.get() else {
+            return;
+        };
         let kick = Arc::new(AtomicBool::new(false));
         let name = format!("{}/queue/{id}", self.node_id);
-        match Actor::spawn_linked(Some(name), QueueActor, (self.clone(), id.to_string()), sup.get_cell()).await {
+        match Actor::spawn_linked(
+            Some(name),
+            QueueActor,
+            (self.clone(), id.to_string()),
+            sup.get_cell(),
+        )
+        .await
+        {
             Ok((actor, _)) => {
                 self.queues.insert(id.to_string(), (actor, kick));
                 self.kick_queue(id);
@@ -211,9 +252,18 @@ impl Switch {
         if self.agents.contains_key(id) {
             return;
         }
-        let Some(sup) = self.member_sup.get() else { return };
+        let Some(sup) = self.member_sup.get() else {
+            return;
+        };
         let name = format!("{}/agent/{id}", self.node_id);
-        match Actor::spawn_linked(Some(name), AgentActor, (self.clone(), id.to_string()), sup.get_cell()).await {
+        match Actor::spawn_linked(
+            Some(name),
+            AgentActor,
+            (self.clone(), id.to_string()),
+            sup.get_cell(),
+        )
+        .await
+        {
             Ok((actor, _)) => {
                 self.agents.insert(id.to_string(), actor);
             }
@@ -241,20 +291,29 @@ impl Switch {
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Release);
         let actors: Vec<ActorRef<CallMsg>> = {
-            let mut v: Vec<ActorRef<CallMsg>> = self.calls.iter().map(|e| e.value().clone()).collect();
+            let mut v: Vec<ActorRef<CallMsg>> =
+                self.calls.iter().map(|e| e.value().clone()).collect();
             v.sort_by_key(|a| a.get_id());
             v.dedup_by_key(|a| a.get_id());
             v
         };
         for a in &actors {
-            let _ = a.cast(CallMsg::Hangup { outcome: "switch.shutdown".into() });
+            let _ = a.cast(CallMsg::Hangup {
+                outcome: "switch.shutdown".into(),
+            });
         }
         let deadline = tokio::time::Instant::now() + grace;
         while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shutdown.cancel();
-        for sup in [self.call_sup.get().map(|a| a.get_cell()), self.member_sup.get().map(|a| a.get_cell())].into_iter().flatten() {
+        for sup in [
+            self.call_sup.get().map(|a| a.get_cell()),
+            self.member_sup.get().map(|a| a.get_cell()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             sup.stop_children(Some("shutdown".into()));
             sup.stop(Some("shutdown".into()));
         }
@@ -264,17 +323,40 @@ impl Switch {
     }
 
     /// Spawns a call actor for a new INVITE (supervised: a failure ends only that call).
-    async fn new_call(self: Arc<Self>, request: rsip::Request, source: crate::sip::transaction::Peer, tx: crate::sip::transaction::ServerTransaction) {
-        let user = request.uri.auth.as_ref().map(|a| a.user.clone()).unwrap_or_default();
+    async fn new_call(
+        self: Arc<Self>,
+        request: rsip::Request,
+        source: crate::sip::transaction::Peer,
+        tx: crate::sip::transaction::ServerTransaction,
+    ) {
+        let user = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
         let queue = self.log.read(|sm| sm.queue_for_user(&user).cloned());
         let Some(queue) = queue else {
-            let _ = tx.respond(response_for(&request, 404, Some(&format!("No queue or number {user}")), None));
+            let _ = tx.respond(response_for(
+                &request,
+                404,
+                Some(&format!("No queue or number {user}")),
+                None,
+            ));
             return;
         };
-        let Some(sup) = self.call_sup.get() else { return };
-        let args = CallArgs { sw: self.clone(), invite: request, source, tx, queue };
+        let Some(sup) = self.call_sup.get() else {
+            return;
+        };
+        let args = CallArgs {
+            sw: self.clone(),
+            invite: request,
+            source,
+            tx,
+            queue,
+        };
         if let Err(e) = Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
-            tracing::error!(error = %e, "call actor did not start");
+            tracing::info!(error = %e, "call not started");
         }
     }
 }
@@ -289,16 +371,34 @@ impl TransactionUser for Dispatcher {
     fn on_incoming(&self, incoming: Incoming) {
         let Some(sw) = self.sw.upgrade() else { return };
         match incoming {
-            Incoming::Request { request, source, tx } => sw.on_request(request, source, tx),
+            Incoming::Request {
+                request,
+                source,
+                tx,
+            } => sw.on_request(request, source, tx),
             Incoming::Ack { request, source } => {
-                if let Some(actor) = message::call_id(&request).ok().and_then(|id| sw.calls.get(&id).map(|a| a.clone())) {
+                if let Some(actor) = message::call_id(&request)
+                    .ok()
+                    .and_then(|id| sw.calls.get(&id).map(|a| a.clone()))
+                {
                     let _ = actor.cast(CallMsg::Sip(Incoming::Ack { request, source }));
                 }
             }
-            Incoming::Cancel { request, source, invite } => {
-                match message::call_id(&request).ok().and_then(|id| sw.calls.get(&id).map(|a| a.clone())) {
+            Incoming::Cancel {
+                request,
+                source,
+                invite,
+            } => {
+                match message::call_id(&request)
+                    .ok()
+                    .and_then(|id| sw.calls.get(&id).map(|a| a.clone()))
+                {
                     Some(actor) => {
-                        let _ = actor.cast(CallMsg::Sip(Incoming::Cancel { request, source, invite }));
+                        let _ = actor.cast(CallMsg::Sip(Incoming::Cancel {
+                            request,
+                            source,
+                            invite,
+                        }));
                     }
                     None => {
                         let _ = invite.respond(response_for(invite.request(), 487, None, None));
@@ -325,10 +425,16 @@ impl Switch {
         tx: crate::sip::transaction::ServerTransaction,
     ) {
         let in_dialog = message::to_tag(&request).is_some();
-        let call = message::call_id(&request).ok().and_then(|id| self.calls.get(&id).map(|a| a.clone()));
+        let call = message::call_id(&request)
+            .ok()
+            .and_then(|id| self.calls.get(&id).map(|a| a.clone()));
         if let Some(actor) = call {
             // Any request for a live call's Call-ID belongs to its actor (BYE, re-INVITE, INFO...).
-            if let Err(e) = actor.cast(CallMsg::Sip(Incoming::Request { request, source, tx: tx.clone() })) {
+            if let Err(e) = actor.cast(CallMsg::Sip(Incoming::Request {
+                request,
+                source,
+                tx: tx.clone(),
+            })) {
                 tracing::warn!(error = %e, "call actor gone");
                 let _ = tx.respond(response_for(tx.request(), 481, None, None));
             }
@@ -339,17 +445,29 @@ impl Switch {
                 let user = to_user(&request).unwrap_or_default();
                 match self.agents.get(&user).map(|a| a.clone()) {
                     Some(agent) => {
-                        let _ = agent.cast(AgentMsg::Register { request, source, tx });
+                        let _ = agent.cast(AgentMsg::Register {
+                            request,
+                            source,
+                            tx,
+                        });
                     }
                     None => {
-                        let _ = tx.respond(response_for(&request, 404, Some(&format!("No agent {user}")), None));
+                        let _ = tx.respond(response_for(
+                            &request,
+                            404,
+                            Some(&format!("No agent {user}")),
+                            None,
+                        ));
                     }
                 }
             }
             rsip::Method::Options => {
                 let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
-                resp.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
-                resp.headers.push(Header::Accept(rsip::headers::Accept::new("application/sdp")));
+                resp.headers
+                    .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+                resp.headers.push(Header::Accept(rsip::headers::Accept::new(
+                    "application/sdp",
+                )));
                 let _ = tx.respond(resp);
             }
             rsip::Method::Invite if !in_dialog => {
@@ -359,12 +477,16 @@ impl Switch {
                 }
                 tokio::spawn(self.new_call(request, source, tx));
             }
-            rsip::Method::Invite | rsip::Method::Bye | rsip::Method::Update | rsip::Method::Info => {
+            rsip::Method::Invite
+            | rsip::Method::Bye
+            | rsip::Method::Update
+            | rsip::Method::Info => {
                 let _ = tx.respond(response_for(&request, 481, None, None));
             }
             _ => {
                 let mut resp = response_for(&request, 405, None, None);
-                resp.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+                resp.headers
+                    .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
                 let _ = tx.respond(resp);
             }
         }
@@ -373,7 +495,10 @@ impl Switch {
 
 /// Turns applied log entries into work: kicks queues when calls wait or agents become ready,
 /// starts actors for new queues and agents, starts wrap-up timers.
-async fn pump(sw: Arc<Switch>, mut rx: tokio::sync::broadcast::Receiver<Arc<lingxi_cluster::Applied>>) {
+async fn pump(
+    sw: Arc<Switch>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<lingxi_cluster::Applied>>,
+) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let applied = tokio::select! {
@@ -401,10 +526,17 @@ async fn pump(sw: Arc<Switch>, mut rx: tokio::sync::broadcast::Receiver<Arc<ling
                     }
                     if *state == AgentState::Ready {
                         let queues: Vec<String> = sw.log.read(|sm| {
-                            let Some(agent) = sm.agent_by_id(id) else { return vec![] };
+                            let Some(agent) = sm.agent_by_id(id) else {
+                                return vec![];
+                            };
                             sm.queues()
                                 .values()
-                                .filter(|q| agent.skills.get(&q.skill).is_some_and(|p| *p >= q.min_proficiency))
+                                .filter(|q| {
+                                    agent
+                                        .skills
+                                        .get(&q.skill)
+                                        .is_some_and(|p| *p >= q.min_proficiency)
+                                })
                                 .map(|q| q.id.clone())
                                 .collect()
                         });
@@ -425,10 +557,15 @@ async fn pump(sw: Arc<Switch>, mut rx: tokio::sync::broadcast::Receiver<Arc<ling
                     }
                 }
                 Event::CallEnded(cdr) => {
-                    metrics::counter!("lingxi_calls_total", "outcome" => cdr.outcome.clone()).increment(1);
+                    metrics::counter!("lingxi_calls_total", "outcome" => cdr.outcome.clone())
+                        .increment(1);
                     if let (Some(agent), Some(queue)) = (&cdr.agent, &cdr.queue) {
-                        let secs = sw.log.read(|sm| sm.queues().get(queue).map(|q| q.wrapup_secs));
-                        if let (Some(secs), Some(actor)) = (secs, sw.agents.get(agent).map(|a| a.clone())) {
+                        let secs = sw
+                            .log
+                            .read(|sm| sm.queues().get(queue).map(|q| q.wrapup_secs));
+                        if let (Some(secs), Some(actor)) =
+                            (secs, sw.agents.get(agent).map(|a| a.clone()))
+                        {
                             let _ = actor.cast(AgentMsg::WrapUp { secs });
                         }
                     }

@@ -1,7 +1,7 @@
 //! Commands: every change of state that must outlive a node.
 
-use crate::model::{AgentState, CallLeg, Millis, QueueSpec, Registration};
 use crate::DialogState;
+use crate::model::{AgentState, CallLeg, Millis, QueueSpec, Registration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -43,11 +43,14 @@ const MAX_BATCH: usize = 512;
 impl ReplicatedLog {
     /// Restores the state from the store's snapshot and log, then starts the writer task.
     /// `snapshot_every` entries, a snapshot is taken and the log compacted.
-    pub fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<ReplicatedLog, ClusterError> {
+    pub fn open(
+        store: Arc<dyn LogStore>,
+        snapshot_every: u64,
+    ) -> Result<ReplicatedLog, ClusterError> {
         let mut sm = match store.load_snapshot()? {
             Some((index, bytes)) => {
-                let mut sm: StateMachine =
-                    serde_json::from_slice(&bytes).map_err(|source| ClusterError::Codec { index, source })?;
+                let mut sm: StateMachine = serde_json::from_slice(&bytes)
+                    .map_err(|source| ClusterError::Codec { index, source })?;
                 sm.rebuild_indexes();
                 sm
             }
@@ -60,10 +63,19 @@ impl ReplicatedLog {
                 persist_cdrs(&*store, &events)?;
             }
         }
-        tracing::info!(applied = sm.applied_index(), replayed, "state restored from storage");
+        tracing::info!(
+            applied = sm.applied_index(),
+            replayed,
+            "state restored from storage"
+        );
         let (tx, rx) = mpsc::channel(8192);
         let (applied, _) = broadcast::channel(16384);
-        let inner = Arc::new(Inner { proposals: tx, state: RwLock::new(sm), applied, store });
+        let inner = Arc::new(Inner {
+            proposals: tx,
+            state: RwLock::new(sm),
+            applied,
+            store,
+        });
         tokio::spawn(writer(Arc::downgrade(&inner), rx, snapshot_every.max(1)));
         Ok(ReplicatedLog { inner })
     }
@@ -72,7 +84,11 @@ impl ReplicatedLog {
     /// the state machine's refusal.
     pub async fn propose(&self, command: Command) -> Result<Vec<Event>, ClusterError> {
         let (reply, rx) = oneshot::channel();
-        self.inner.proposals.send(Proposal { command, reply }).await.map_err(|_| ClusterError::Stopped)?;
+        self.inner
+            .proposals
+            .send(Proposal { command, reply })
+            .await
+            .map_err(|_| ClusterError::Stopped)?;
         rx.await.map_err(|_| ClusterError::Stopped)?
     }
 
@@ -106,7 +122,11 @@ fn persist_cdrs(store: &dyn LogStore, events: &[Event]) -> Result<(), ClusterErr
     Ok(())
 }
 
-async fn writer(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Proposal>, snapshot_every: u64) {
+async fn writer(
+    inner: std::sync::Weak<Inner>,
+    mut rx: mpsc::Receiver<Proposal>,
+    snapshot_every: u64,
+) {
     let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
     let mut entries: Vec<(u64, Command)> = Vec::with_capacity(MAX_BATCH);
     let mut since_snapshot = 0u64;
@@ -115,11 +135,19 @@ async fn writer(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Proposal>,
         let started = tokio::time::Instant::now();
         let first = inner.state.read().applied_index() + 1;
         entries.clear();
-        entries.extend(batch.iter().enumerate().map(|(i, p)| (first + i as u64, p.command.clone())));
+        entries.extend(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (first + i as u64, p.command.clone())),
+        );
         if let Err(e) = inner.store.append_batch(&entries) {
             tracing::error!(error = %e, "cannot append to the log; proposals refused");
             for p in batch.drain(..) {
-                let _ = p.reply.send(Err(ClusterError::Conflict { what: "proposal".into(), detail: e.to_string() }));
+                let _ = p.reply.send(Err(ClusterError::Conflict {
+                    what: "proposal".into(),
+                    detail: e.to_string(),
+                }));
             }
             continue;
         }
@@ -136,7 +164,10 @@ async fn writer(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Proposal>,
                     tracing::error!(index, error = %e, "cannot store CDR");
                 }
                 if inner.applied.receiver_count() > 0 {
-                    let _ = inner.applied.send(Arc::new(Applied { index: *index, events: events.clone() }));
+                    let _ = inner.applied.send(Arc::new(Applied {
+                        index: *index,
+                        events: events.clone(),
+                    }));
                 }
             }
             let _ = p.reply.send(result);

@@ -2,9 +2,7 @@
 
 use crate::command::Command;
 use crate::error::ClusterError;
-use crate::model::{
-    Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Millis, QueueSpec,
-};
+use crate::model::{Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Millis, QueueSpec};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,10 +77,13 @@ impl StateMachine {
     pub fn rebuild_indexes(&mut self) {
         self.waiting.clear();
         for call in self.calls.values() {
-            if call.phase == CallPhase::Queued {
-                if let Some(q) = &call.queue {
-                    self.waiting.entry(q.clone()).or_default().insert(wait_key(call));
-                }
+            if call.phase == CallPhase::Queued
+                && let Some(q) = &call.queue
+            {
+                self.waiting
+                    .entry(q.clone())
+                    .or_default()
+                    .insert(wait_key(call));
             }
         }
     }
@@ -107,7 +108,13 @@ impl StateMachine {
 
     fn apply_inner(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
         match cmd {
-            Command::UpsertAgent { id, name, ha1, skills, at_ms } => {
+            Command::UpsertAgent {
+                id,
+                name,
+                ha1,
+                skills,
+                at_ms,
+            } => {
                 let agent = self.agents.entry(id.clone()).or_insert_with(|| Agent {
                     id: id.clone(),
                     name: String::new(),
@@ -124,11 +131,16 @@ impl StateMachine {
                 agent.name = name.clone();
                 agent.ha1 = ha1.clone();
                 agent.skills = skills.clone();
-                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
             }
             Command::RemoveAgent { id } => {
                 let agent = self.agent(id)?;
-                if agent.call_id.is_some() && matches!(agent.state, AgentState::Ringing | AgentState::Busy) {
+                if agent.call_id.is_some()
+                    && matches!(agent.state, AgentState::Ringing | AgentState::Busy)
+                {
                     return Err(ClusterError::AgentUnavailable {
                         agent: id.clone(),
                         state: agent.state,
@@ -138,12 +150,21 @@ impl StateMachine {
                 self.agents.remove(id);
                 Ok(vec![Event::AgentRemoved { id: id.clone() }])
             }
-            Command::SetAgentState { id, state, reason, only_if, at_ms } => {
-                let agent = self.agents.get_mut(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
-                if let Some(expected) = only_if {
-                    if agent.state != *expected {
-                        return Ok(vec![]);
-                    }
+            Command::SetAgentState {
+                id,
+                state,
+                reason,
+                only_if,
+                at_ms,
+            } => {
+                let agent = self
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+                if let Some(expected) = only_if
+                    && agent.state != *expected
+                {
+                    return Ok(vec![]);
                 }
                 if matches!(state, AgentState::Ringing | AgentState::Busy) {
                     return Err(ClusterError::AgentUnavailable {
@@ -163,24 +184,41 @@ impl StateMachine {
                 if *state != AgentState::WrapUp {
                     agent.call_id = None;
                 }
-                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
             }
-            Command::Register { id, registration, at_ms } => {
-                let agent = self.agents.get_mut(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+            Command::Register {
+                id,
+                registration,
+                at_ms,
+            } => {
+                let agent = self
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
                 agent.registration = registration.clone();
                 match (registration.is_some(), agent.state) {
-                    (true, AgentState::LoggedOut) => set_state(agent, AgentState::Ready, None, *at_ms),
+                    (true, AgentState::LoggedOut) => {
+                        set_state(agent, AgentState::Ready, None, *at_ms)
+                    }
                     (false, AgentState::Ready | AgentState::NotReady | AgentState::WrapUp) => {
                         set_state(agent, AgentState::LoggedOut, None, *at_ms);
                         agent.call_id = None;
                     }
                     _ => {}
                 }
-                Ok(vec![Event::AgentChanged { id: id.clone(), state: agent.state }])
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
             }
             Command::UpsertQueue(spec) => {
                 self.queues.insert(spec.id.clone(), spec.clone());
-                Ok(vec![Event::QueueChanged { id: spec.id.clone() }])
+                Ok(vec![Event::QueueChanged {
+                    id: spec.id.clone(),
+                }])
             }
             Command::RemoveQueue { id } => {
                 if !self.queues.contains_key(id) {
@@ -196,7 +234,14 @@ impl StateMachine {
                 self.waiting.remove(id);
                 Ok(vec![Event::QueueRemoved { id: id.clone() }])
             }
-            Command::CallArrived { call_id, caller, called, owner, a_leg, at_ms } => {
+            Command::CallArrived {
+                call_id,
+                caller,
+                called,
+                owner,
+                a_leg,
+                at_ms,
+            } => {
                 if self.calls.contains_key(call_id) {
                     return Err(ClusterError::Conflict {
                         what: format!("call {call_id} arriving"),
@@ -224,33 +269,62 @@ impl StateMachine {
                         recording: None,
                     },
                 );
-                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+                Ok(vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }])
             }
-            Command::CallQueued { call_id, queue, priority, at_ms } => {
+            Command::CallQueued {
+                call_id,
+                queue,
+                priority,
+                at_ms,
+            } => {
                 if !self.queues.contains_key(queue) {
-                    return Err(ClusterError::UnknownQueue { queue: queue.clone() });
+                    return Err(ClusterError::UnknownQueue {
+                        queue: queue.clone(),
+                    });
                 }
-                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                let call =
+                    self.calls
+                        .get_mut(call_id)
+                        .ok_or_else(|| ClusterError::UnknownCall {
+                            call_id: call_id.clone(),
+                        })?;
                 if !matches!(call.phase, CallPhase::Routing | CallPhase::Queued) {
                     return Err(ClusterError::Conflict {
                         what: format!("queueing call {call_id}"),
                         detail: format!("the call is {}", call.phase.as_str()),
                     });
                 }
-                if let Some(old) = call.queue.take() {
-                    if let Some(set) = self.waiting.get_mut(&old) {
-                        set.remove(&wait_key(call));
-                    }
+                if let Some(old) = call.queue.take()
+                    && let Some(set) = self.waiting.get_mut(&old)
+                {
+                    set.remove(&wait_key(call));
                 }
                 call.queue = Some(queue.clone());
                 call.priority = *priority;
                 call.phase = CallPhase::Queued;
                 call.queued_ms = Some(*at_ms);
-                self.waiting.entry(queue.clone()).or_default().insert(wait_key(call));
-                Ok(vec![Event::CallWaiting { call_id: call_id.clone(), queue: queue.clone() }])
+                self.waiting
+                    .entry(queue.clone())
+                    .or_default()
+                    .insert(wait_key(call));
+                Ok(vec![Event::CallWaiting {
+                    call_id: call_id.clone(),
+                    queue: queue.clone(),
+                }])
             }
-            Command::CallOffered { call_id, agent: agent_id, at_ms } => {
-                let call = self.calls.get(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+            Command::CallOffered {
+                call_id,
+                agent: agent_id,
+                at_ms,
+            } => {
+                let call = self
+                    .calls
+                    .get(call_id)
+                    .ok_or_else(|| ClusterError::UnknownCall {
+                        call_id: call_id.clone(),
+                    })?;
                 if call.phase != CallPhase::Queued {
                     return Err(ClusterError::Conflict {
                         what: format!("offering call {call_id}"),
@@ -266,10 +340,10 @@ impl StateMachine {
                     });
                 }
                 let key = wait_key(call);
-                if let Some(q) = &call.queue {
-                    if let Some(set) = self.waiting.get_mut(q) {
-                        set.remove(&key);
-                    }
+                if let Some(q) = &call.queue
+                    && let Some(set) = self.waiting.get_mut(q)
+                {
+                    set.remove(&key);
                 }
                 let call = self.calls.get_mut(call_id).expect("checked above");
                 call.phase = CallPhase::Ringing;
@@ -279,38 +353,75 @@ impl StateMachine {
                 set_state(agent, AgentState::Ringing, None, *at_ms);
                 agent.call_id = Some(call_id.clone());
                 Ok(vec![
-                    Event::AgentChanged { id: agent_id.clone(), state: AgentState::Ringing },
-                    Event::CallChanged { call_id: call_id.clone() },
+                    Event::AgentChanged {
+                        id: agent_id.clone(),
+                        state: AgentState::Ringing,
+                    },
+                    Event::CallChanged {
+                        call_id: call_id.clone(),
+                    },
                 ])
             }
-            Command::CallOfferFailed { call_id, agent: agent_id, reason, agent_not_ready, at_ms } => {
+            Command::CallOfferFailed {
+                call_id,
+                agent: agent_id,
+                reason,
+                agent_not_ready,
+                at_ms,
+            } => {
                 let mut events = Vec::new();
-                if let Some(agent) = self.agents.get_mut(agent_id) {
-                    if agent.call_id.as_deref() == Some(call_id) && agent.state == AgentState::Ringing {
-                        let idle = agent.idle_since_ms;
-                        if *agent_not_ready {
-                            set_state(agent, AgentState::NotReady, Some(reason.clone()), *at_ms);
-                        } else {
-                            set_state(agent, AgentState::Ready, None, *at_ms);
-                            // Not having answered is no work done: keep the place in the idle order.
-                            agent.idle_since_ms = idle;
-                        }
-                        agent.call_id = None;
-                        events.push(Event::AgentChanged { id: agent_id.clone(), state: agent.state });
+                if let Some(agent) = self.agents.get_mut(agent_id)
+                    && agent.call_id.as_deref() == Some(call_id)
+                    && agent.state == AgentState::Ringing
+                {
+                    let idle = agent.idle_since_ms;
+                    if *agent_not_ready {
+                        set_state(agent, AgentState::NotReady, Some(reason.clone()), *at_ms);
+                    } else {
+                        set_state(agent, AgentState::Ready, None, *at_ms);
+                        // Not having answered is no work done: keep the place in the idle order.
+                        agent.idle_since_ms = idle;
                     }
+                    agent.call_id = None;
+                    events.push(Event::AgentChanged {
+                        id: agent_id.clone(),
+                        state: agent.state,
+                    });
                 }
-                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                let call =
+                    self.calls
+                        .get_mut(call_id)
+                        .ok_or_else(|| ClusterError::UnknownCall {
+                            call_id: call_id.clone(),
+                        })?;
                 if call.phase == CallPhase::Ringing && call.agent.as_deref() == Some(agent_id) {
                     call.phase = CallPhase::Queued;
                     call.agent = None;
                     let queue = call.queue.clone().unwrap_or_default();
-                    self.waiting.entry(queue.clone()).or_default().insert(wait_key(call));
-                    events.push(Event::CallWaiting { call_id: call_id.clone(), queue });
+                    self.waiting
+                        .entry(queue.clone())
+                        .or_default()
+                        .insert(wait_key(call));
+                    events.push(Event::CallWaiting {
+                        call_id: call_id.clone(),
+                        queue,
+                    });
                 }
                 Ok(events)
             }
-            Command::CallAnswered { call_id, agent: agent_id, b_leg, recording, at_ms } => {
-                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+            Command::CallAnswered {
+                call_id,
+                agent: agent_id,
+                b_leg,
+                recording,
+                at_ms,
+            } => {
+                let call =
+                    self.calls
+                        .get_mut(call_id)
+                        .ok_or_else(|| ClusterError::UnknownCall {
+                            call_id: call_id.clone(),
+                        })?;
                 if call.phase != CallPhase::Ringing || call.agent.as_deref() != Some(agent_id) {
                     return Err(ClusterError::Conflict {
                         what: format!("answering call {call_id} by {agent_id}"),
@@ -321,57 +432,93 @@ impl StateMachine {
                 call.answered_ms = Some(*at_ms);
                 call.b_leg = Some(b_leg.clone());
                 call.recording = recording.clone();
-                let mut events = vec![Event::CallChanged { call_id: call_id.clone() }];
+                let mut events = vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }];
                 if let Some(agent) = self.agents.get_mut(agent_id) {
                     set_state(agent, AgentState::Busy, None, *at_ms);
                     agent.call_id = Some(call_id.clone());
                     agent.calls_answered += 1;
-                    events.push(Event::AgentChanged { id: agent_id.clone(), state: AgentState::Busy });
+                    events.push(Event::AgentChanged {
+                        id: agent_id.clone(),
+                        state: AgentState::Busy,
+                    });
                 }
                 Ok(events)
             }
-            Command::DialogUpdated { call_id, leg, dialog } => {
-                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+            Command::DialogUpdated {
+                call_id,
+                leg,
+                dialog,
+            } => {
+                let call =
+                    self.calls
+                        .get_mut(call_id)
+                        .ok_or_else(|| ClusterError::UnknownCall {
+                            call_id: call_id.clone(),
+                        })?;
                 match leg {
                     CallLeg::A => call.a_leg = Some(dialog.clone()),
                     CallLeg::B => call.b_leg = Some(dialog.clone()),
                 }
-                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+                Ok(vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }])
             }
             Command::CallHeld { call_id, held } => {
-                let call = self.calls.get_mut(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
+                let call =
+                    self.calls
+                        .get_mut(call_id)
+                        .ok_or_else(|| ClusterError::UnknownCall {
+                            call_id: call_id.clone(),
+                        })?;
                 call.phase = match (call.phase, held) {
                     (CallPhase::Talking, true) => CallPhase::Held,
                     (CallPhase::Held, false) => CallPhase::Talking,
                     (p, _) => p,
                 };
-                Ok(vec![Event::CallChanged { call_id: call_id.clone() }])
+                Ok(vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }])
             }
-            Command::CallEnded { call_id, outcome, ended_by, wrapup_secs, at_ms } => {
-                let call = self.calls.remove(call_id).ok_or_else(|| ClusterError::UnknownCall { call_id: call_id.clone() })?;
-                if let Some(q) = &call.queue {
-                    if let Some(set) = self.waiting.get_mut(q) {
-                        set.remove(&wait_key(&call));
-                    }
+            Command::CallEnded {
+                call_id,
+                outcome,
+                ended_by,
+                wrapup_secs,
+                at_ms,
+            } => {
+                let call = self
+                    .calls
+                    .remove(call_id)
+                    .ok_or_else(|| ClusterError::UnknownCall {
+                        call_id: call_id.clone(),
+                    })?;
+                if let Some(q) = &call.queue
+                    && let Some(set) = self.waiting.get_mut(q)
+                {
+                    set.remove(&wait_key(&call));
                 }
                 let mut events = Vec::new();
-                if let Some(agent_id) = &call.agent {
-                    if let Some(agent) = self.agents.get_mut(agent_id) {
-                        if agent.call_id.as_deref() == Some(call_id) {
-                            let talked = call.answered_ms.is_some();
-                            if talked && *wrapup_secs > 0 {
-                                set_state(agent, AgentState::WrapUp, None, *at_ms);
-                            } else {
-                                let idle = agent.idle_since_ms;
-                                set_state(agent, AgentState::Ready, None, *at_ms);
-                                if !talked {
-                                    agent.idle_since_ms = idle;
-                                }
-                                agent.call_id = None;
-                            }
-                            events.push(Event::AgentChanged { id: agent_id.clone(), state: agent.state });
+                if let Some(agent_id) = &call.agent
+                    && let Some(agent) = self.agents.get_mut(agent_id)
+                    && agent.call_id.as_deref() == Some(call_id)
+                {
+                    let talked = call.answered_ms.is_some();
+                    if talked && *wrapup_secs > 0 {
+                        set_state(agent, AgentState::WrapUp, None, *at_ms);
+                    } else {
+                        let idle = agent.idle_since_ms;
+                        set_state(agent, AgentState::Ready, None, *at_ms);
+                        if !talked {
+                            agent.idle_since_ms = idle;
                         }
+                        agent.call_id = None;
                     }
+                    events.push(Event::AgentChanged {
+                        id: agent_id.clone(),
+                        state: agent.state,
+                    });
                 }
                 let answered_or_end = call.answered_ms.unwrap_or(*at_ms);
                 let cdr = Cdr {
@@ -384,7 +531,10 @@ impl StateMachine {
                     answered_ms: call.answered_ms,
                     ended_ms: *at_ms,
                     wait_secs: secs(answered_or_end.saturating_sub(call.arrived_ms)),
-                    talk_secs: call.answered_ms.map(|a| secs(at_ms.saturating_sub(a))).unwrap_or(0.0),
+                    talk_secs: call
+                        .answered_ms
+                        .map(|a| secs(at_ms.saturating_sub(a)))
+                        .unwrap_or(0.0),
                     outcome: outcome.clone(),
                     ended_by: ended_by.clone(),
                     recording: call.recording,
@@ -399,7 +549,11 @@ impl StateMachine {
     }
 
     fn agent(&self, id: &str) -> Result<&Agent, ClusterError> {
-        self.agents.get(id).ok_or_else(|| ClusterError::UnknownAgent { agent: id.to_string() })
+        self.agents
+            .get(id)
+            .ok_or_else(|| ClusterError::UnknownAgent {
+                agent: id.to_string(),
+            })
     }
 
     /// All agents by id.
@@ -419,7 +573,11 @@ impl StateMachine {
 
     /// The queue reached by a SIP user part: its id or one of its extensions.
     pub fn queue_for_user(&self, user: &str) -> Option<&QueueSpec> {
-        self.queues.get(user).or_else(|| self.queues.values().find(|q| q.extensions.iter().any(|e| e == user)))
+        self.queues.get(user).or_else(|| {
+            self.queues
+                .values()
+                .find(|q| q.extensions.iter().any(|e| e == user))
+        })
     }
 
     /// Live calls by id.
@@ -463,23 +621,41 @@ impl StateMachine {
         self.agents
             .values()
             .filter(|a| a.state == AgentState::Ready)
-            .filter(|a| a.registration.as_ref().is_some_and(|r| r.expires_at_ms > now_ms))
-            .filter(|a| a.skills.get(&spec.skill).is_some_and(|p| *p >= spec.min_proficiency))
+            .filter(|a| {
+                a.registration
+                    .as_ref()
+                    .is_some_and(|r| r.expires_at_ms > now_ms)
+            })
+            .filter(|a| {
+                a.skills
+                    .get(&spec.skill)
+                    .is_some_and(|p| *p >= spec.min_proficiency)
+            })
             .filter(|a| !exclude.iter().any(|e| e == &a.id))
-            .min_by_key(|a| (a.idle_since_ms, a.id.clone()))
+            .min_by(|x, y| (x.idle_since_ms, &x.id).cmp(&(y.idle_since_ms, &y.id)))
     }
 
     /// Whether any agent with the queue's skill is logged in (any state but logged-out).
     pub fn has_logged_in_agent(&self, queue: &str) -> bool {
-        let Some(spec) = self.queues.get(queue) else { return false };
+        let Some(spec) = self.queues.get(queue) else {
+            return false;
+        };
         self.agents.values().any(|a| {
-            a.state != AgentState::LoggedOut && a.skills.get(&spec.skill).is_some_and(|p| *p >= spec.min_proficiency)
+            a.state != AgentState::LoggedOut
+                && a.skills
+                    .get(&spec.skill)
+                    .is_some_and(|p| *p >= spec.min_proficiency)
         })
     }
 }
 
 fn wait_key(call: &CallRecord) -> WaitKey {
-    (Reverse(call.priority), call.arrived_ms, call.seq, call.call_id.clone())
+    (
+        Reverse(call.priority),
+        call.arrived_ms,
+        call.seq,
+        call.call_id.clone(),
+    )
 }
 
 fn set_state(agent: &mut Agent, state: AgentState, reason: Option<String>, at_ms: Millis) {
@@ -490,7 +666,11 @@ fn set_state(agent: &mut Agent, state: AgentState, reason: Option<String>, at_ms
         agent.state_since_ms = at_ms;
     }
     agent.state = state;
-    agent.reason = if state == AgentState::NotReady { reason } else { None };
+    agent.reason = if state == AgentState::NotReady {
+        reason
+    } else {
+        None
+    };
 }
 
 fn secs(ms: Millis) -> f64 {

@@ -38,7 +38,10 @@ pub struct SledStore {
 }
 
 fn storage(what: &str) -> impl FnOnce(sled::Error) -> ClusterError + '_ {
-    move |source| ClusterError::Storage { what: what.to_string(), source }
+    move |source| ClusterError::Storage {
+        what: what.to_string(),
+        source,
+    }
 }
 
 impl SledStore {
@@ -48,11 +51,19 @@ impl SledStore {
             .path(dir)
             .flush_every_ms(Some(200))
             .open()
-            .map_err(|source| ClusterError::Storage { what: format!("opening {}", dir.display()), source })?;
+            .map_err(|source| ClusterError::Storage {
+                what: format!("opening {}", dir.display()),
+                source,
+            })?;
         let log = db.open_tree("log").map_err(storage("opening tree log"))?;
         let meta = db.open_tree("meta").map_err(storage("opening tree meta"))?;
         let cdrs = db.open_tree("cdrs").map_err(storage("opening tree cdrs"))?;
-        Ok(SledStore { db, log, meta, cdrs })
+        Ok(SledStore {
+            db,
+            log,
+            meta,
+            cdrs,
+        })
     }
 }
 
@@ -60,10 +71,15 @@ impl LogStore for SledStore {
     fn append_batch(&self, entries: &[(u64, Command)]) -> Result<(), ClusterError> {
         let mut batch = sled::Batch::default();
         for (index, cmd) in entries {
-            let bytes = serde_json::to_vec(cmd).map_err(|source| ClusterError::Codec { index: *index, source })?;
+            let bytes = serde_json::to_vec(cmd).map_err(|source| ClusterError::Codec {
+                index: *index,
+                source,
+            })?;
             batch.insert(&index.to_be_bytes(), bytes);
         }
-        self.log.apply_batch(batch).map_err(storage("appending to the log"))
+        self.log
+            .apply_batch(batch)
+            .map_err(storage("appending to the log"))
     }
 
     fn entries_after(&self, after: u64) -> Result<Vec<(u64, Command)>, ClusterError> {
@@ -74,27 +90,42 @@ impl LogStore for SledStore {
             let mut idx = [0u8; 8];
             idx.copy_from_slice(&k[..8.min(k.len())]);
             let index = u64::from_be_bytes(idx);
-            let cmd = serde_json::from_slice(&v).map_err(|source| ClusterError::Codec { index, source })?;
+            let cmd = serde_json::from_slice(&v)
+                .map_err(|source| ClusterError::Codec { index, source })?;
             out.push((index, cmd));
         }
         Ok(out)
     }
 
     fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
-        self.meta.insert("snapshot_index", &index.to_be_bytes()).map_err(storage("saving the snapshot"))?;
-        self.meta.insert("snapshot", data).map_err(storage("saving the snapshot"))?;
-        self.meta.flush().map_err(storage("flushing the snapshot"))?;
+        self.meta
+            .insert("snapshot_index", &index.to_be_bytes())
+            .map_err(storage("saving the snapshot"))?;
+        self.meta
+            .insert("snapshot", data)
+            .map_err(storage("saving the snapshot"))?;
+        self.meta
+            .flush()
+            .map_err(storage("flushing the snapshot"))?;
         // Compaction: entries up to the snapshot are no longer needed.
         for key in self.log.range(..=index.to_be_bytes()).keys() {
             let key = key.map_err(storage("compacting the log"))?;
-            self.log.remove(key).map_err(storage("compacting the log"))?;
+            self.log
+                .remove(key)
+                .map_err(storage("compacting the log"))?;
         }
         Ok(())
     }
 
     fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, ClusterError> {
-        let idx = self.meta.get("snapshot_index").map_err(storage("reading the snapshot"))?;
-        let data = self.meta.get("snapshot").map_err(storage("reading the snapshot"))?;
+        let idx = self
+            .meta
+            .get("snapshot_index")
+            .map_err(storage("reading the snapshot"))?;
+        let data = self
+            .meta
+            .get("snapshot")
+            .map_err(storage("reading the snapshot"))?;
         Ok(match (idx, data) {
             (Some(i), Some(d)) if i.len() == 8 => {
                 let mut b = [0u8; 8];
@@ -106,8 +137,13 @@ impl LogStore for SledStore {
     }
 
     fn put_cdr(&self, cdr: &Cdr) -> Result<(), ClusterError> {
-        let bytes = serde_json::to_vec(cdr).map_err(|source| ClusterError::Codec { index: cdr.index, source })?;
-        self.cdrs.insert(cdr.index.to_be_bytes(), bytes).map_err(storage("writing a CDR"))?;
+        let bytes = serde_json::to_vec(cdr).map_err(|source| ClusterError::Codec {
+            index: cdr.index,
+            source,
+        })?;
+        self.cdrs
+            .insert(cdr.index.to_be_bytes(), bytes)
+            .map_err(storage("writing a CDR"))?;
         Ok(())
     }
 
@@ -115,8 +151,13 @@ impl LogStore for SledStore {
         let mut out = Vec::new();
         for item in self.cdrs.iter().rev() {
             let (k, v) = item.map_err(storage("reading CDRs"))?;
-            let index = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            let cdr: Cdr = serde_json::from_slice(&v).map_err(|source| ClusterError::Codec { index, source })?;
+            let index = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let cdr: Cdr = serde_json::from_slice(&v)
+                .map_err(|source| ClusterError::Codec { index, source })?;
             if since_ms.is_some_and(|s| cdr.ended_ms < s) {
                 continue;
             }
@@ -158,7 +199,10 @@ impl LogStore for MemStore {
     }
     fn entries_after(&self, after: u64) -> Result<Vec<(u64, Command)>, ClusterError> {
         let g = self.inner.lock();
-        Ok(g.log.range(after.saturating_add(1)..).map(|(i, c)| (*i, c.clone())).collect())
+        Ok(g.log
+            .range(after.saturating_add(1)..)
+            .map(|(i, c)| (*i, c.clone()))
+            .collect())
     }
     fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
         let mut g = self.inner.lock();

@@ -43,7 +43,8 @@ pub use agent::AgentConfig;
 pub use error::{ConfigError, Problem};
 pub use queue::{OverflowAction, OverflowConfig, QueueConfig};
 pub use sections::{
-    AcdSection, DebugSection, CodecName, HttpSection, MediaSection, NodeSection, RecordingSection, SipSection,
+    AcdSection, CodecName, DebugSection, HttpSection, MediaSection, NodeSection, RecordingSection,
+    SipSection,
 };
 
 /// A node's whole configuration, one field per TOML section.

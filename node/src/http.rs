@@ -5,17 +5,17 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use lingxi_actors::sip::auth;
-use lingxi_actors::{now_ms, ActorError, Switch};
+use lingxi_actors::{ActorError, Switch, now_ms};
 use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
 use lingxi_cluster::{ClusterError, Command};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,10 +59,12 @@ impl IntoResponse for ApiError {
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         let status = match &e {
-            ClusterError::UnknownAgent { .. } | ClusterError::UnknownQueue { .. } | ClusterError::UnknownCall { .. } => {
-                StatusCode::NOT_FOUND
+            ClusterError::UnknownAgent { .. }
+            | ClusterError::UnknownQueue { .. }
+            | ClusterError::UnknownCall { .. } => StatusCode::NOT_FOUND,
+            ClusterError::AgentUnavailable { .. } | ClusterError::Conflict { .. } => {
+                StatusCode::CONFLICT
             }
-            ClusterError::AgentUnavailable { .. } | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
@@ -85,26 +87,36 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 /// Unwraps a JSON body, turning axum's rejection into our JSON error.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v).map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
 }
 
 async fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json".into())
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such route; see /api/v1/openapi.json".into(),
+    )
 }
 
 async fn healthz(State(app): State<App>) -> Response {
     if app.sw.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+            .into_response();
     }
     let applied = app.sw.log().read(|sm| sm.applied_index());
-    Json(json!({"status": "ok", "node": app.sw.config().node.id, "applied_index": applied})).into_response()
+    Json(json!({"status": "ok", "node": app.sw.config().node.id, "applied_index": applied}))
+        .into_response()
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {
     // Gauges that describe state are set from the state at scrape time.
     let now = now_ms();
     app.sw.log().read(|sm| {
-        let mut by_state: BTreeMap<&str, u64> = AgentState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_state: BTreeMap<&str, u64> =
+            AgentState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for a in sm.agents().values() {
             *by_state.entry(a.state.as_str()).or_default() += 1;
         }
@@ -112,17 +124,26 @@ async fn metrics_text(State(app): State<App>) -> Response {
             metrics::gauge!("lingxi_agents", "state" => state).set(n as f64);
         }
         for q in sm.queues().keys() {
-            metrics::gauge!("lingxi_queue_depth", "queue" => q.clone()).set(sm.queue_depth(q) as f64);
+            metrics::gauge!("lingxi_queue_depth", "queue" => q.clone())
+                .set(sm.queue_depth(q) as f64);
             metrics::gauge!("lingxi_queue_longest_wait_seconds", "queue" => q.clone())
                 .set(sm.longest_wait_ms(q, now) as f64 / 1000.0);
         }
         metrics::gauge!("lingxi_calls_live").set(sm.calls().len() as f64);
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.prometheus.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.prometheus.render(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("http/openapi.json")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("http/openapi.json"),
+    )
+        .into_response()
 }
 
 fn agent_json(a: &lingxi_cluster::model::Agent) -> Value {
@@ -146,10 +167,17 @@ fn agent_json(a: &lingxi_cluster::model::Agent) -> Value {
 }
 
 async fn list_agents(State(app): State<App>) -> Json<Value> {
-    Json(app.sw.log().read(|sm| Value::Array(sm.agents().values().map(agent_json).collect())))
+    Json(
+        app.sw
+            .log()
+            .read(|sm| Value::Array(sm.agents().values().map(agent_json).collect())),
+    )
 }
 
-async fn get_agent(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_agent(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     app.sw
         .log()
         .read(|sm| sm.agent_by_id(&id).map(agent_json))
@@ -170,11 +198,14 @@ struct NewAgent {
 fn check_user(field: &str, v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(bad(format!("{field}: {v:?} must be 1-64 characters of letters, digits or -_.!~*'()&=+$,")))
+        Err(bad(format!(
+            "{field}: {v:?} must be 1-64 characters of letters, digits or -_.!~*'()&=+$,"
+        )))
     }
 }
 
@@ -189,11 +220,16 @@ async fn create_agent(
     }
     for (skill, p) in &a.skills {
         if skill.is_empty() || !(1..=10).contains(p) {
-            return Err(bad(format!("skills.{skill}: proficiency must be 1..=10, got {p}")));
+            return Err(bad(format!(
+                "skills.{skill}: proficiency must be 1..=10, got {p}"
+            )));
         }
     }
     if app.sw.log().read(|sm| sm.queue_for_user(&a.id).is_some()) {
-        return Err(ApiError(StatusCode::CONFLICT, format!("id: {} is already a queue id or extension", a.id)));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("id: {} is already a queue id or extension", a.id),
+        ));
     }
     let ha1 = auth::ha1(&a.id, &app.sw.config().sip.realm, &a.password);
     let cmd = Command::UpsertAgent {
@@ -204,11 +240,18 @@ async fn create_agent(
         at_ms: now_ms(),
     };
     app.sw.log().propose(cmd).await?;
-    let v = app.sw.log().read(|sm| sm.agent_by_id(&a.id).map(agent_json)).unwrap_or(Value::Null);
+    let v = app
+        .sw
+        .log()
+        .read(|sm| sm.agent_by_id(&a.id).map(agent_json))
+        .unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn delete_agent(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_agent(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.sw.log().propose(Command::RemoveAgent { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -230,7 +273,11 @@ async fn set_agent_state(
         "ready" => AgentState::Ready,
         "not_ready" => AgentState::NotReady,
         "logged_out" => AgentState::LoggedOut,
-        other => return Err(bad(format!("state: {other:?} is not one of ready, not_ready, logged_out"))),
+        other => {
+            return Err(bad(format!(
+                "state: {other:?} is not one of ready, not_ready, logged_out"
+            )));
+        }
     };
     if c.reason.as_ref().is_some_and(|r| r.len() > 100) {
         return Err(bad("reason: at most 100 characters"));
@@ -260,10 +307,20 @@ fn queue_json(sm: &lingxi_cluster::StateMachine, q: &QueueSpec, now: u64) -> Val
 
 async fn list_queues(State(app): State<App>) -> Json<Value> {
     let now = now_ms();
-    Json(app.sw.log().read(|sm| Value::Array(sm.queues().values().map(|q| queue_json(sm, q, now)).collect())))
+    Json(app.sw.log().read(|sm| {
+        Value::Array(
+            sm.queues()
+                .values()
+                .map(|q| queue_json(sm, q, now))
+                .collect(),
+        )
+    }))
 }
 
-async fn get_queue(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_queue(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     app.sw
         .log()
@@ -307,14 +364,20 @@ async fn create_queue(
         let mut names = vec![q.id.clone()];
         names.extend(q.extensions.iter().cloned());
         names.into_iter().find(|n| {
-            sm.agent_by_id(n).is_some() || sm.queue_for_user(n).is_some_and(|other| other.id != q.id)
+            sm.agent_by_id(n).is_some()
+                || sm.queue_for_user(n).is_some_and(|other| other.id != q.id)
         })
     });
     if let Some(n) = clash {
-        return Err(ApiError(StatusCode::CONFLICT, format!("{n} is already an agent id or another queue's number")));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{n} is already an agent id or another queue's number"),
+        ));
     }
     let overflow = match &q.overflow_queue {
-        Some(t) if t == &q.id => return Err(bad("overflow_queue: a queue cannot overflow into itself")),
+        Some(t) if t == &q.id => {
+            return Err(bad("overflow_queue: a queue cannot overflow into itself"));
+        }
         Some(t) => {
             if !app.sw.log().read(|sm| sm.queues().contains_key(t)) {
                 return Err(bad(format!("overflow_queue: queue {t} does not exist")));
@@ -339,11 +402,18 @@ async fn create_queue(
     };
     app.sw.log().propose(Command::UpsertQueue(spec)).await?;
     let now = now_ms();
-    let v = app.sw.log().read(|sm| sm.queues().get(&q.id).map(|s| queue_json(sm, s, now))).unwrap_or(Value::Null);
+    let v = app
+        .sw
+        .log()
+        .read(|sm| sm.queues().get(&q.id).map(|s| queue_json(sm, s, now)))
+        .unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn delete_queue(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_queue(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.sw.log().propose(Command::RemoveQueue { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -376,12 +446,18 @@ async fn list_calls(State(app): State<App>) -> Json<Value> {
 
 async fn fault(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if !app.sw.config().debug.fault_injection {
-        return Err(ApiError(StatusCode::FORBIDDEN, "fault injection is disabled (debug.fault_injection)".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "fault injection is disabled (debug.fault_injection)".into(),
+        ));
     }
     if app.sw.inject_call_panic(&id) {
         Ok(StatusCode::ACCEPTED)
     } else {
-        Err(ApiError(StatusCode::NOT_FOUND, format!("call {id} not found on this node")))
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("call {id} not found on this node"),
+        ))
     }
 }
 

@@ -13,8 +13,8 @@ pub mod telemetry;
 pub mod transport;
 
 use anyhow::Context as _;
-use lingxi_actors::sip::transaction::{Endpoint, EndpointConfig};
 use lingxi_actors::Switch;
+use lingxi_actors::sip::transaction::{Endpoint, EndpointConfig};
 use lingxi_cluster::{ReplicatedLog, SledStore};
 use lingxi_config::Config;
 use lingxi_media::MediaEngine;
@@ -51,12 +51,15 @@ impl Node {
             .with_context(|| format!("cannot create the data directory {}", state_dir.display()))?;
         let store = SledStore::open(&state_dir)
             .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
-        let log = ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?;
+        let log =
+            ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?;
         let media = MediaEngine::new(&config.media).context("cannot set up media")?;
         let switch = Switch::start(config.clone(), log, media, config.debug.fault_injection)
             .await
             .context("cannot start the switch's actors")?;
-        let transports = SipTransports::bind(&config.sip).await.context("cannot bind SIP transports")?;
+        let transports = SipTransports::bind(&config.sip)
+            .await
+            .context("cannot bind SIP transports")?;
         let endpoint = Endpoint::new(
             EndpointConfig::from_section(&config.sip),
             transports.clone(),
@@ -72,7 +75,9 @@ impl Node {
         let app = http::router(switch.clone(), prometheus);
         let token = shutdown.child_token();
         let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
@@ -84,7 +89,13 @@ impl Node {
             http = %http_addr,
             "lingxi node started"
         );
-        Ok(Node { switch, transports, http_addr, shutdown, http_task })
+        Ok(Node {
+            switch,
+            transports,
+            http_addr,
+            shutdown,
+            http_task,
+        })
     }
 
     /// The SIP UDP address bound.

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "lingxi", version, about = "Lingxi contact-centre switch / 灵犀联络中心交换机")]
+#[command(
+    name = "lingxi",
+    version,
+    about = "Lingxi contact-centre switch / 灵犀联络中心交换机"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -38,12 +42,20 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Cmd::Run { config: None }) {
         Cmd::Check { config } => {
             let cfg = Config::load(Some(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}: valid ({} queues, {} agents)", config.display(), cfg.queues.len(), cfg.agents.len());
+            println!(
+                "{}: valid ({} queues, {} agents)",
+                config.display(),
+                cfg.queues.len(),
+                cfg.agents.len()
+            );
             Ok(())
         }
         Cmd::Run { config } => {
             let cfg = Config::load(config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
             rt.block_on(run(cfg))
         }
     }
@@ -60,13 +72,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

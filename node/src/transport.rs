@@ -123,17 +123,17 @@ impl SipTransports {
             .ok();
         Ok(Arc::new(SipTransports {
             shared: Arc::new(Shared {
-            udp,
-            listener: std::sync::Mutex::new(listener),
-            udp_addr,
-            tcp_addr,
-            advertised_ip,
-            max_message_bytes: cfg.max_message_bytes,
-            idle_timeout: Duration::from_secs(cfg.tcp_idle_timeout_secs.max(1)),
-            conns: DashMap::new(),
-            runtime: tokio::runtime::Handle::current(),
-            endpoint: OnceLock::new(),
-            shutdown: OnceLock::new(),
+                udp,
+                listener: std::sync::Mutex::new(listener),
+                udp_addr,
+                tcp_addr,
+                advertised_ip,
+                max_message_bytes: cfg.max_message_bytes,
+                idle_timeout: Duration::from_secs(cfg.tcp_idle_timeout_secs.max(1)),
+                conns: DashMap::new(),
+                runtime: tokio::runtime::Handle::current(),
+                endpoint: OnceLock::new(),
+                shutdown: OnceLock::new(),
             }),
         }))
     }
@@ -196,10 +196,16 @@ impl Shared {
     }
 
     /// Opens a connection to `peer` in the background; `rx` holds what was queued meanwhile.
-    fn connect(self: &Arc<Self>, peer: SocketAddr, tx: mpsc::Sender<Bytes>, rx: mpsc::Receiver<Bytes>) {
+    fn connect(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+    ) {
         let me = self.clone();
         self.runtime.spawn(async move {
-            let connected = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await;
+            let connected =
+                tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await;
             match connected {
                 Ok(Ok(stream)) => me.run_connection(stream, peer, tx, rx).await,
                 Ok(Err(e)) => {
@@ -338,7 +344,10 @@ impl Shared {
             Some(tx) => match tx.try_send(data) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(transport_error(peer, "TCP send queue full (peer not reading)"));
+                    return Err(transport_error(
+                        peer,
+                        "TCP send queue full (peer not reading)",
+                    ));
                 }
                 Err(mpsc::error::TrySendError::Closed(data)) => {
                     self.forget(peer.addr, &tx);

@@ -107,7 +107,10 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, rsip::Error>) -> Result<
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(parse_error(what, e.to_string())),
-        Err(_) => Err(parse_error(what, "the parser rejected the input (internal panic)")),
+        Err(_) => Err(parse_error(
+            what,
+            "the parser rejected the input (internal panic)",
+        )),
     }
 }
 
@@ -354,7 +357,12 @@ pub fn cseq(msg: &impl AsHeaders) -> Result<(u32, rsip::Method), SipError> {
             call_id: call_id_str(headers).map(str::to_string),
         })?;
     let mut parts = value.split_ascii_whitespace();
-    let bad = || parse_error("CSeq header", format!("{value:?} is not \"<number> <METHOD>\""));
+    let bad = || {
+        parse_error(
+            "CSeq header",
+            format!("{value:?} is not \"<number> <METHOD>\""),
+        )
+    };
     let seq = parts
         .next()
         .and_then(|n| n.parse::<u32>().ok())
@@ -524,8 +532,8 @@ pub fn top_via_branch(msg: &impl AsHeaders) -> Result<String, SipError> {
         header: "Via",
         call_id: call_id_str(headers).map(str::to_string),
     })?;
-    let info = parse_via(top)
-        .ok_or_else(|| parse_error("Via header", format!("cannot read {top:?}")))?;
+    let info =
+        parse_via(top).ok_or_else(|| parse_error("Via header", format!("cannot read {top:?}")))?;
     info.branch
         .map(str::to_string)
         .ok_or_else(|| parse_error("Via header", "the top Via has no branch parameter"))
@@ -634,7 +642,9 @@ pub fn response_for(
             _ => {}
         }
     }
-    headers.push(Header::ContentLength(rsip::headers::ContentLength::new("0")));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+        "0",
+    )));
     let status_code = match reason {
         Some(r) => rsip::StatusCode::Other(code, sanitize_line(r)),
         None => rsip::StatusCode::from(code),
@@ -822,7 +832,9 @@ pub(crate) fn salvage_request(data: &[u8]) -> Option<Salvaged<'_>> {
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or(data.len());
     let head = &data[..head_end];
-    let mut lines = head.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next()?;
     if first.starts_with(b"SIP/") || first.starts_with(b"ACK ") {
         return None;

@@ -327,7 +327,10 @@ impl Endpoint {
 
     /// Handles one received datagram or framed TCP message. Never panics and never blocks.
     pub fn on_message(&self, data: &[u8], source: Peer) {
-        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t')) {
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
+        {
             return; // CRLF keep-alive (RFC 5626 §4.4.1)
         }
         if matches!(data.first(), Some(0 | 1)) {
@@ -354,8 +357,12 @@ impl Endpoint {
         };
         debug!(%source, error = %e, code, "answering malformed SIP request");
         let dest = response_destination(salvaged.vias[0], source);
-        let bytes =
-            message::encode_salvaged_response(&salvaged, code, &self.inner.cfg.host, &e.to_string());
+        let bytes = message::encode_salvaged_response(
+            &salvaged,
+            code,
+            &self.inner.cfg.host,
+            &e.to_string(),
+        );
         if let Err(err) = self.inner.send(&dest, bytes) {
             debug!(%dest, error = %err, "cannot send error response");
         }
@@ -416,11 +423,12 @@ impl Endpoint {
             return;
         }
         let mut resp = message::response_for(req, code, None, None);
-        resp.headers.push(Header::Warning(rsip::headers::Warning::new(format!(
-            "399 {} \"{}\"",
-            self.inner.cfg.host,
-            message::warning_text(problem)
-        ))));
+        resp.headers
+            .push(Header::Warning(rsip::headers::Warning::new(format!(
+                "399 {} \"{}\"",
+                self.inner.cfg.host,
+                message::warning_text(problem)
+            ))));
         let _ = self.send_stateless(resp, source);
     }
 
@@ -664,7 +672,10 @@ impl Endpoint {
                 Entry::Occupied(_) => {
                     return Err(SipError::Dialog {
                         call_id,
-                        detail: format!("a {} transaction with branch {branch} already exists", method_str(&method)),
+                        detail: format!(
+                            "a {} transaction with branch {branch} already exists",
+                            method_str(&method)
+                        ),
                     });
                 }
                 Entry::Vacant(v) => {
@@ -741,10 +752,9 @@ fn response_destination(top_via: &str, source: Peer) -> Peer {
         return source;
     }
     match message::parse_via(top_via) {
-        Some(v) if v.rport.is_none() => Peer::udp(SocketAddr::new(
-            source.addr.ip(),
-            v.port.unwrap_or(5060),
-        )),
+        Some(v) if v.rport.is_none() => {
+            Peer::udp(SocketAddr::new(source.addr.ip(), v.port.unwrap_or(5060)))
+        }
         _ => source,
     }
 }
@@ -837,7 +847,11 @@ impl ServerInner {
                 }
                 break;
             }
-            let wake = if retransmit { next.min(deadline) } else { deadline };
+            let wake = if retransmit {
+                next.min(deadline)
+            } else {
+                deadline
+            };
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 _ = self.ack.notified() => continue,
@@ -1054,7 +1068,10 @@ impl ClientTransaction {
         if self.method != rsip::Method::Invite {
             return Err(SipError::Dialog {
                 call_id: self.call_id.clone(),
-                detail: format!("only an INVITE can be cancelled, not {}", method_str(&self.method)),
+                detail: format!(
+                    "only an INVITE can be cancelled, not {}",
+                    method_str(&self.method)
+                ),
             });
         }
         let _ = self.cmd.send(ClientMsg::Cancel);
@@ -1138,7 +1155,9 @@ impl ClientDriver {
             let wake = match phase {
                 Phase::Calling if udp => next_a.min(timer_b),
                 Phase::Calling => timer_b,
-                Phase::Proceeding => cancel_deadline.map_or(proceeding_deadline, |c| c.min(proceeding_deadline)),
+                Phase::Proceeding => {
+                    cancel_deadline.map_or(proceeding_deadline, |c| c.min(proceeding_deadline))
+                }
                 Phase::Completed => d_deadline,
             };
             tokio::select! {
@@ -1334,7 +1353,9 @@ impl ClientDriver {
                 | Header::UserAgent(_) => headers.push(h.clone()),
                 Header::CSeq(_) => {
                     let n = message::cseq(invite).map(|c| c.0).unwrap_or(1);
-                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{n} CANCEL"))));
+                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+                        "{n} CANCEL"
+                    ))));
                 }
                 _ => {}
             }
@@ -1349,7 +1370,9 @@ impl ClientDriver {
         let endpoint = Endpoint {
             inner: self.inner.clone(),
         };
-        let call_id = message::call_id_str(&invite.headers).unwrap_or("").to_string();
+        let call_id = message::call_id_str(&invite.headers)
+            .unwrap_or("")
+            .to_string();
         match endpoint.start_client(cancel, self.dest, self.key.0.clone(), call_id) {
             Ok(mut tx) => {
                 tokio::spawn(async move { while tx.next().await.is_some() {} });

@@ -77,7 +77,12 @@ fn arrive(id: &str, at_ms: u64) -> Command {
 }
 
 fn enqueue(id: &str, priority: u8, at_ms: u64) -> Command {
-    Command::CallQueued { call_id: id.into(), queue: "support".into(), priority, at_ms }
+    Command::CallQueued {
+        call_id: id.into(),
+        queue: "support".into(),
+        priority,
+        at_ms,
+    }
 }
 
 /// Applies commands at consecutive indexes, failing the test on a refusal.
@@ -85,7 +90,10 @@ fn run(sm: &mut StateMachine, cmds: Vec<Command>) -> Vec<Event> {
     let mut out = Vec::new();
     for c in cmds {
         let i = sm.applied_index() + 1;
-        out.extend(sm.apply(i, &c).unwrap_or_else(|e| panic!("{} refused: {e}", c.kind())));
+        out.extend(
+            sm.apply(i, &c)
+                .unwrap_or_else(|e| panic!("{} refused: {e}", c.kind())),
+        );
     }
     out
 }
@@ -98,15 +106,40 @@ fn try_apply(sm: &mut StateMachine, c: Command) -> Result<Vec<Event>, ClusterErr
 #[test]
 fn registration_logs_in_and_longest_idle_ready_agent_with_skill_is_picked() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), agent("1002", 5), agent("1003", 2)]);
-    assert_eq!(sm.pick_agent("support", 10, &[]), None, "nobody registered yet");
-    run(&mut sm, vec![register("1002", 100), register("1001", 200), register("1003", 50)]);
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            agent("1002", 5),
+            agent("1003", 2),
+        ],
+    );
+    assert_eq!(
+        sm.pick_agent("support", 10, &[]),
+        None,
+        "nobody registered yet"
+    );
+    run(
+        &mut sm,
+        vec![
+            register("1002", 100),
+            register("1001", 200),
+            register("1003", 50),
+        ],
+    );
     assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::Ready);
     // 1003 idles longest but lacks proficiency 3; 1002 became ready before 1001.
     assert_eq!(sm.pick_agent("support", 300, &[]).unwrap().id, "1002");
-    assert_eq!(sm.pick_agent("support", 300, &["1002".into()]).unwrap().id, "1001");
+    assert_eq!(
+        sm.pick_agent("support", 300, &["1002".into()]).unwrap().id,
+        "1001"
+    );
     // Expired bindings are not offered calls.
-    assert_eq!(sm.pick_agent("support", 100 + 600_000, &[]).unwrap().id, "1001");
+    assert_eq!(
+        sm.pick_agent("support", 100 + 600_000, &[]).unwrap().id,
+        "1001"
+    );
     assert!(sm.pick_agent("support", 200 + 600_000, &[]).is_none());
 }
 
@@ -114,8 +147,24 @@ fn registration_logs_in_and_longest_idle_ready_agent_with_skill_is_picked() {
 fn waiting_calls_are_ordered_by_priority_then_arrival() {
     let mut sm = StateMachine::new();
     run(&mut sm, vec![queue("support", "support")]);
-    run(&mut sm, vec![arrive("a", 10), arrive("b", 20), arrive("c", 30), arrive("d", 30)]);
-    run(&mut sm, vec![enqueue("c", 5, 31), enqueue("a", 5, 11), enqueue("b", 9, 21), enqueue("d", 5, 32)]);
+    run(
+        &mut sm,
+        vec![
+            arrive("a", 10),
+            arrive("b", 20),
+            arrive("c", 30),
+            arrive("d", 30),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![
+            enqueue("c", 5, 31),
+            enqueue("a", 5, 11),
+            enqueue("b", 9, 21),
+            enqueue("d", 5, 32),
+        ],
+    );
     let order: Vec<&str> = sm.waiting("support").map(|c| c.call_id.as_str()).collect();
     assert_eq!(order, ["b", "a", "c", "d"]);
     assert_eq!(sm.queue_depth("support"), 4);
@@ -125,25 +174,97 @@ fn waiting_calls_are_ordered_by_priority_then_arrival() {
 #[test]
 fn an_agent_cannot_be_offered_two_calls() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
-    run(&mut sm, vec![arrive("a", 10), arrive("b", 11), enqueue("a", 5, 10), enqueue("b", 5, 11)]);
-    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 12 }]);
-    let err = try_apply(&mut sm, Command::CallOffered { call_id: "b".into(), agent: "1001".into(), at_ms: 12 });
-    assert!(matches!(err, Err(ClusterError::AgentUnavailable { state: AgentState::Ringing, .. })), "{err:?}");
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![
+            arrive("a", 10),
+            arrive("b", 11),
+            enqueue("a", 5, 10),
+            enqueue("b", 5, 11),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![Command::CallOffered {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            at_ms: 12,
+        }],
+    );
+    let err = try_apply(
+        &mut sm,
+        Command::CallOffered {
+            call_id: "b".into(),
+            agent: "1001".into(),
+            at_ms: 12,
+        },
+    );
+    assert!(
+        matches!(
+            err,
+            Err(ClusterError::AgentUnavailable {
+                state: AgentState::Ringing,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert_eq!(sm.call("b").unwrap().phase, CallPhase::Queued);
     // A call already ringing cannot be offered to someone else either.
     run(&mut sm, vec![agent("1002", 5), register("1002", 13)]);
-    let err = try_apply(&mut sm, Command::CallOffered { call_id: "a".into(), agent: "1002".into(), at_ms: 14 });
+    let err = try_apply(
+        &mut sm,
+        Command::CallOffered {
+            call_id: "a".into(),
+            agent: "1002".into(),
+            at_ms: 14,
+        },
+    );
     assert!(matches!(err, Err(ClusterError::Conflict { .. })), "{err:?}");
 }
 
 #[test]
 fn a_failed_offer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
-    run(&mut sm, vec![arrive("a", 10), arrive("b", 20), enqueue("a", 5, 10), enqueue("b", 5, 20)]);
-    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 21 }]);
-    assert_eq!(sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>(), ["b"]);
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![
+            arrive("a", 10),
+            arrive("b", 20),
+            enqueue("a", 5, 10),
+            enqueue("b", 5, 20),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![Command::CallOffered {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            at_ms: 21,
+        }],
+    );
+    assert_eq!(
+        sm.waiting("support")
+            .map(|c| c.call_id.clone())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
     let events = run(
         &mut sm,
         vec![Command::CallOfferFailed {
@@ -154,19 +275,44 @@ fn a_failed_offer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
             at_ms: 36,
         }],
     );
-    assert!(events.contains(&Event::CallWaiting { call_id: "a".into(), queue: "support".into() }));
+    assert!(events.contains(&Event::CallWaiting {
+        call_id: "a".into(),
+        queue: "support".into()
+    }));
     let a = sm.agent_by_id("1001").unwrap();
-    assert_eq!((a.state, a.reason.as_deref()), (AgentState::NotReady, Some("agent.no_answer")));
-    assert_eq!(sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        (a.state, a.reason.as_deref()),
+        (AgentState::NotReady, Some("agent.no_answer"))
+    );
+    assert_eq!(
+        sm.waiting("support")
+            .map(|c| c.call_id.clone())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert_eq!(sm.call("a").unwrap().offers, 1);
 }
 
 #[test]
 fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1)]);
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
     run(&mut sm, vec![arrive("a", 1_000), enqueue("a", 5, 1_000)]);
-    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 3_000 }]);
+    run(
+        &mut sm,
+        vec![Command::CallOffered {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            at_ms: 3_000,
+        }],
+    );
     run(
         &mut sm,
         vec![Command::CallAnswered {
@@ -190,7 +336,13 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     );
     let cdr = events
         .iter()
-        .find_map(|e| if let Event::CallEnded(c) = e { Some(c.clone()) } else { None })
+        .find_map(|e| {
+            if let Event::CallEnded(c) = e {
+                Some(c.clone())
+            } else {
+                None
+            }
+        })
         .expect("a CDR");
     assert_eq!(cdr.outcome, "call.completed");
     assert_eq!(cdr.agent.as_deref(), Some("1001"));
@@ -215,7 +367,13 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     // Ending it twice is refused: exactly one CDR.
     let again = try_apply(
         &mut sm,
-        Command::CallEnded { call_id: "a".into(), outcome: "x".into(), ended_by: "caller".into(), wrapup_secs: 0, at_ms: 1 },
+        Command::CallEnded {
+            call_id: "a".into(),
+            outcome: "x".into(),
+            ended_by: "caller".into(),
+            wrapup_secs: 0,
+            at_ms: 1,
+        },
     );
     assert!(matches!(again, Err(ClusterError::UnknownCall { .. })));
 }
@@ -223,7 +381,14 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
 #[test]
 fn abandoned_while_queued_leaves_the_queue() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), arrive("a", 0), enqueue("a", 5, 0)]);
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            arrive("a", 0),
+            enqueue("a", 5, 0),
+        ],
+    );
     let events = run(
         &mut sm,
         vec![Command::CallEnded {
@@ -235,21 +400,65 @@ fn abandoned_while_queued_leaves_the_queue() {
         }],
     );
     assert_eq!(sm.queue_depth("support"), 0);
-    assert!(matches!(&events[0], Event::CallEnded(c) if c.wait_secs == 7.0 && c.talk_secs == 0.0 && c.agent.is_none()));
+    assert!(
+        matches!(&events[0], Event::CallEnded(c) if c.wait_secs == 7.0 && c.talk_secs == 0.0 && c.agent.is_none())
+    );
 }
 
 #[test]
 fn agent_state_changes_are_refused_during_calls_and_for_unknown_agents() {
     let mut sm = StateMachine::new();
-    run(&mut sm, vec![queue("support", "support"), agent("1001", 5), register("1001", 1), arrive("a", 2), enqueue("a", 5, 2)]);
-    run(&mut sm, vec![Command::CallOffered { call_id: "a".into(), agent: "1001".into(), at_ms: 3 }]);
-    let set = |state| Command::SetAgentState { id: "1001".into(), state, reason: None, only_if: None, at_ms: 4 };
-    assert!(matches!(try_apply(&mut sm, set(AgentState::NotReady)), Err(ClusterError::AgentUnavailable { .. })));
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+            arrive("a", 2),
+            enqueue("a", 5, 2),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![Command::CallOffered {
+            call_id: "a".into(),
+            agent: "1001".into(),
+            at_ms: 3,
+        }],
+    );
+    let set = |state| Command::SetAgentState {
+        id: "1001".into(),
+        state,
+        reason: None,
+        only_if: None,
+        at_ms: 4,
+    };
     assert!(matches!(
-        try_apply(&mut sm, Command::SetAgentState { id: "nobody".into(), state: AgentState::Ready, reason: None, only_if: None, at_ms: 4 }),
+        try_apply(&mut sm, set(AgentState::NotReady)),
+        Err(ClusterError::AgentUnavailable { .. })
+    ));
+    assert!(matches!(
+        try_apply(
+            &mut sm,
+            Command::SetAgentState {
+                id: "nobody".into(),
+                state: AgentState::Ready,
+                reason: None,
+                only_if: None,
+                at_ms: 4
+            }
+        ),
         Err(ClusterError::UnknownAgent { .. })
     ));
-    assert!(matches!(try_apply(&mut sm, Command::RemoveQueue { id: "support".into() }), Err(ClusterError::Conflict { .. })));
+    assert!(matches!(
+        try_apply(
+            &mut sm,
+            Command::RemoveQueue {
+                id: "support".into()
+            }
+        ),
+        Err(ClusterError::Conflict { .. })
+    ));
 }
 
 #[test]
@@ -264,7 +473,11 @@ fn replicas_applying_the_same_log_agree_and_a_snapshot_restores_the_queue_order(
         enqueue("a", 1, 10),
         enqueue("b", 9, 11),
         enqueue("c", 5, 12),
-        Command::CallOffered { call_id: "b".into(), agent: "1001".into(), at_ms: 13 },
+        Command::CallOffered {
+            call_id: "b".into(),
+            agent: "1001".into(),
+            at_ms: 13,
+        },
     ];
     let mut one = StateMachine::new();
     let mut two = StateMachine::new();
@@ -274,7 +487,11 @@ fn replicas_applying_the_same_log_agree_and_a_snapshot_restores_the_queue_order(
     assert_eq!(s1, serde_json::to_string(&two).unwrap());
     let mut restored: StateMachine = serde_json::from_str(&s1).unwrap();
     restored.rebuild_indexes();
-    let order = |sm: &StateMachine| sm.waiting("support").map(|c| c.call_id.clone()).collect::<Vec<_>>();
+    let order = |sm: &StateMachine| {
+        sm.waiting("support")
+            .map(|c| c.call_id.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(order(&restored), ["c", "a"]);
     assert_eq!(order(&restored), order(&one));
 }
@@ -284,7 +501,12 @@ async fn the_log_replays_after_restart_without_duplicating_cdrs() {
     let store: std::sync::Arc<crate::MemStore> = Default::default();
     {
         let log = crate::ReplicatedLog::open(store.clone(), 4).unwrap();
-        for c in [queue("support", "support"), arrive("a", 0), enqueue("a", 5, 0), arrive("b", 1)] {
+        for c in [
+            queue("support", "support"),
+            arrive("a", 0),
+            enqueue("a", 5, 0),
+            arrive("b", 1),
+        ] {
             log.propose(c).await.unwrap();
         }
         log.propose(Command::CallEnded {
@@ -296,7 +518,10 @@ async fn the_log_replays_after_restart_without_duplicating_cdrs() {
         })
         .await
         .unwrap();
-        assert!(log.propose(arrive("b", 2)).await.is_err(), "duplicate call refused");
+        assert!(
+            log.propose(arrive("b", 2)).await.is_err(),
+            "duplicate call refused"
+        );
     }
     let log = crate::ReplicatedLog::open(store.clone(), 4).unwrap();
     assert_eq!(log.read(|sm| sm.applied_index()), 6);

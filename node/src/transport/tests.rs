@@ -3,9 +3,7 @@
 
 use super::*;
 use lingxi_actors::sip::message;
-use lingxi_actors::sip::transaction::{
-    ClientEvent, EndpointConfig, Incoming, TransactionUser,
-};
+use lingxi_actors::sip::transaction::{ClientEvent, EndpointConfig, Incoming, TransactionUser};
 use std::net::Ipv4Addr;
 
 const OPTIONS_HEAD: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\n";
@@ -45,11 +43,20 @@ fn missing_content_length_means_no_body_and_pongs_are_skipped() {
 #[test]
 fn oversize_and_bad_lengths_are_errors() {
     let mut buf = BytesMut::from(&b"INVITE sip:x SIP/2.0\r\nContent-Length: 100000\r\n\r\n"[..]);
-    assert!(matches!(next_frame(&mut buf, 4096), Err(FrameError::TooLarge(_))));
+    assert!(matches!(
+        next_frame(&mut buf, 4096),
+        Err(FrameError::TooLarge(_))
+    ));
     let mut buf = BytesMut::from(vec![b'a'; 5000].as_slice());
-    assert_eq!(next_frame(&mut buf, 4096), Err(FrameError::HeadersTooLarge(4096)));
+    assert_eq!(
+        next_frame(&mut buf, 4096),
+        Err(FrameError::HeadersTooLarge(4096))
+    );
     let mut buf = BytesMut::from(&b"X sip:x SIP/2.0\r\nContent-Length: ten\r\n\r\n"[..]);
-    assert!(matches!(next_frame(&mut buf, 4096), Err(FrameError::BadContentLength(_))));
+    assert!(matches!(
+        next_frame(&mut buf, 4096),
+        Err(FrameError::BadContentLength(_))
+    ));
 }
 
 /// Answers every request 200 OK.
@@ -58,7 +65,8 @@ impl TransactionUser for Answer {
     fn on_incoming(&self, incoming: Incoming) {
         if let Incoming::Request { request, tx, .. } = incoming {
             let tag = message::new_tag();
-            tx.respond(message::response_for(&request, 200, None, Some(&tag))).unwrap();
+            tx.respond(message::response_for(&request, 200, None, Some(&tag)))
+                .unwrap();
         }
     }
 }
@@ -69,7 +77,10 @@ impl TransactionUser for Ignore {
     fn on_incoming(&self, _incoming: Incoming) {}
 }
 
-async fn node(tu: Arc<dyn TransactionUser>, shutdown: &CancellationToken) -> (Arc<SipTransports>, Endpoint) {
+async fn node(
+    tu: Arc<dyn TransactionUser>,
+    shutdown: &CancellationToken,
+) -> (Arc<SipTransports>, Endpoint) {
     let cfg = lingxi_config::SipSection {
         listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         udp_port: 0,
@@ -162,7 +173,9 @@ async fn throughput_smoke() {
     for i in 0..n {
         let client = client.clone();
         tasks.spawn(async move {
-            let mut tx = client.send_request(options(&format!("load-{i}")), dest).unwrap();
+            let mut tx = client
+                .send_request(options(&format!("load-{i}")), dest)
+                .unwrap();
             matches!(tx.next().await, Some(ClientEvent::Final(_)))
         });
         if i % 500 == 499 {
@@ -174,6 +187,9 @@ async fn throughput_smoke() {
         ok += r.unwrap() as usize;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{ok}/{n} transactions in {secs:.2}s = {:.0}/s (each: request+response parsed on both ends)", n as f64 / secs);
+    println!(
+        "{ok}/{n} transactions in {secs:.2}s = {:.0}/s (each: request+response parsed on both ends)",
+        n as f64 / secs
+    );
     shutdown.cancel();
 }

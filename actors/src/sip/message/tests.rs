@@ -24,7 +24,10 @@ fn parses_a_good_invite() {
         panic!("not a request")
     };
     assert_eq!(req.method, rsip::Method::Invite);
-    assert_eq!(call_id(&msg).unwrap(), "a84b4c76e66710@pc33.atlanta.example.com");
+    assert_eq!(
+        call_id(&msg).unwrap(),
+        "a84b4c76e66710@pc33.atlanta.example.com"
+    );
     assert_eq!(cseq(req).unwrap(), (314159, rsip::Method::Invite));
     assert_eq!(top_via_branch(&req.headers).unwrap(), "z9hG4bK776asdhds");
     assert_eq!(from_tag(req).as_deref(), Some("1928301774"));
@@ -94,7 +97,13 @@ fn oversized_is_too_large() {
 
 #[test]
 fn garbage_is_a_parse_error() {
-    for g in [&b""[..], b"\r\n\r\n", b"hello", b"\xff\xfe\x00\x01", b"SIP/2.0 abc\r\n\r\n"] {
+    for g in [
+        &b""[..],
+        b"\r\n\r\n",
+        b"hello",
+        b"\xff\xfe\x00\x01",
+        b"SIP/2.0 abc\r\n\r\n",
+    ] {
         assert!(parse(g, 65_535).is_err(), "{g:?}");
     }
 }
@@ -144,7 +153,10 @@ fn mutations_of_a_valid_message_never_panic() {
             let _ = encode(&msg);
             if let rsip::SipMessage::Request(r) = &msg {
                 let _ = response_for(r, 200, None, Some("t"));
-                let _ = stamp_top_via(top_via_str(&r.headers).unwrap_or(""), "9.9.9.9:1".parse().unwrap());
+                let _ = stamp_top_via(
+                    top_via_str(&r.headers).unwrap_or(""),
+                    "9.9.9.9:1".parse().unwrap(),
+                );
             }
         }
         let _ = salvage_request(&m);
@@ -169,7 +181,15 @@ fn response_for_copies_and_tags() {
     let back = parse(&wire, 65_535).unwrap();
     assert!(back.is_response());
     // A To that already has a tag keeps it.
-    let again = response_for(&rsip::Request { headers: resp.headers.clone(), ..req.clone() }, 200, Some("Fine"), Some("other"));
+    let again = response_for(
+        &rsip::Request {
+            headers: resp.headers.clone(),
+            ..req.clone()
+        },
+        200,
+        Some("Fine"),
+        Some("other"),
+    );
     assert_eq!(to_tag(&again).as_deref(), Some("xyz"));
     assert!(encode_response(&again).starts_with(b"SIP/2.0 200 Fine\r\n"));
 }
@@ -179,11 +199,19 @@ fn with_body_sets_length_and_type() {
     let rsip::SipMessage::Request(req) = parse(INVITE.as_bytes(), 65_535).unwrap() else {
         unreachable!()
     };
-    let resp = with_body(response_for(&req, 200, None, Some("a")), "application/sdp", b"v=0\r\n".to_vec());
+    let resp = with_body(
+        response_for(&req, 200, None, Some("a")),
+        "application/sdp",
+        b"v=0\r\n".to_vec(),
+    );
     let wire = encode_response(&resp);
     let back = parse(&wire, 65_535).unwrap();
     assert_eq!(back.body(), b"v=0\r\n");
-    assert!(std::str::from_utf8(&wire).unwrap().contains("Content-Type: application/sdp\r\n"));
+    assert!(
+        std::str::from_utf8(&wire)
+            .unwrap()
+            .contains("Content-Type: application/sdp\r\n")
+    );
 }
 
 #[test]
@@ -198,12 +226,34 @@ fn branches_and_tags_are_random() {
 fn via_stamping_follows_rfc3581() {
     let src: SocketAddr = "203.0.113.9:40000".parse().unwrap();
     let v = stamp_top_via("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport", src).unwrap();
-    assert_eq!(v, "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;received=203.0.113.9;rport=40000");
-    let v = stamp_top_via("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx, SIP/2.0/UDP p;branch=z9hG4bKy", src).unwrap();
-    assert_eq!(v, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx;received=203.0.113.9, SIP/2.0/UDP p;branch=z9hG4bKy");
-    assert_eq!(stamp_top_via("SIP/2.0/UDP 203.0.113.9:40000;branch=z9hG4bKx", src), None);
+    assert_eq!(
+        v,
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;received=203.0.113.9;rport=40000"
+    );
+    let v = stamp_top_via(
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx, SIP/2.0/UDP p;branch=z9hG4bKy",
+        src,
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx;received=203.0.113.9, SIP/2.0/UDP p;branch=z9hG4bKy"
+    );
+    assert_eq!(
+        stamp_top_via("SIP/2.0/UDP 203.0.113.9:40000;branch=z9hG4bKx", src),
+        None
+    );
     let info = parse_via("SIP/2.0/TCP [::1]:5070;branch=z9hG4bKq;rport=5").unwrap();
-    assert_eq!((info.transport, info.host, info.port, info.branch, info.rport), ("TCP", "[::1]", Some(5070), Some("z9hG4bKq"), Some(Some(5))));
+    assert_eq!(
+        (
+            info.transport,
+            info.host,
+            info.port,
+            info.branch,
+            info.rport
+        ),
+        ("TCP", "[::1]", Some(5070), Some("z9hG4bKq"), Some(Some(5)))
+    );
 }
 
 #[test]

@@ -131,11 +131,19 @@ fn assert_gap(actual: Duration, expected: Duration, what: &str) {
 async fn nict_retransmits_doubling_to_t2_and_times_out_at_64_t1() {
     let (ep, net, _rx) = setup();
     let start = Instant::now();
-    let mut tx = ep.send_request(out_request(rsip::Method::Options, "nict-1"), phone()).unwrap();
+    let mut tx = ep
+        .send_request(out_request(rsip::Method::Options, "nict-1"), phone())
+        .unwrap();
     let first = as_request(net.get(0).2);
-    assert!(message::top_via_branch(&first).unwrap().starts_with("z9hG4bK"));
+    assert!(
+        message::top_via_branch(&first)
+            .unwrap()
+            .starts_with("z9hG4bK")
+    );
     assert!(net.text(0).contains("Max-Forwards: 70\r\n") && net.text(0).contains(";rport"));
-    let ev = tokio::time::timeout(Duration::from_secs(10), tx.next()).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), tx.next())
+        .await
+        .unwrap();
     assert!(matches!(ev, Some(ClientEvent::Timeout)), "{ev:?}");
     assert_gap(start.elapsed(), T1 * 64, "Timer F");
     assert!(tx.next().await.is_none());
@@ -143,9 +151,17 @@ async fn nict_retransmits_doubling_to_t2_and_times_out_at_64_t1() {
     // 0.5 s, 1 s, 2 s, 4 s, 4 s ... in units of T1 = 500 ms: 1, 2, 4, 8, 8, ...
     let expected = [1u32, 2, 4, 8, 8, 8];
     for (i, k) in expected.iter().enumerate() {
-        assert_gap(times[i + 1] - times[i], T1 * *k, &format!("retransmission {}", i + 1));
+        assert_gap(
+            times[i + 1] - times[i],
+            T1 * *k,
+            &format!("retransmission {}", i + 1),
+        );
     }
-    assert!(times.len() >= 9 && times.len() <= 11, "{} sends", times.len());
+    assert!(
+        times.len() >= 9 && times.len() <= 11,
+        "{} sends",
+        times.len()
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(ep.active_transactions(), 0);
 }
@@ -154,8 +170,13 @@ async fn nict_retransmits_doubling_to_t2_and_times_out_at_64_t1() {
 async fn nict_over_tcp_does_not_retransmit() {
     let (ep, net, _rx) = setup();
     let dest = Peer::tcp("10.0.0.7:5062".parse().unwrap());
-    let mut tx = ep.send_request(out_request(rsip::Method::Options, "nict-tcp"), dest).unwrap();
-    assert!(net.text(0).starts_with("OPTIONS ") && net.text(0).contains("SIP/2.0/TCP 127.0.0.1:5060;branch="));
+    let mut tx = ep
+        .send_request(out_request(rsip::Method::Options, "nict-tcp"), dest)
+        .unwrap();
+    assert!(
+        net.text(0).starts_with("OPTIONS ")
+            && net.text(0).contains("SIP/2.0/TCP 127.0.0.1:5060;branch=")
+    );
     let req = as_request(net.get(0).2);
     tokio::time::sleep(T1 * 6).await;
     assert_eq!(net.count(), 1);
@@ -168,11 +189,15 @@ async fn nict_over_tcp_does_not_retransmit() {
 #[tokio::test]
 async fn ict_acks_a_486_itself_and_absorbs_its_retransmission() {
     let (ep, net, _rx) = setup();
-    let mut tx = ep.send_request(out_request(rsip::Method::Invite, "ict-1"), phone()).unwrap();
+    let mut tx = ep
+        .send_request(out_request(rsip::Method::Invite, "ict-1"), phone())
+        .unwrap();
     let invite = as_request(net.get(0).2);
     let ringing = message::response_for(&invite, 180, None, Some("far"));
     ep.on_message(&message::encode_response(&ringing), phone());
-    assert!(matches!(tx.next().await, Some(ClientEvent::Provisional(r)) if r.status_code.code() == 180));
+    assert!(
+        matches!(tx.next().await, Some(ClientEvent::Provisional(r)) if r.status_code.code() == 180)
+    );
     let busy = message::encode_response(&message::response_for(&invite, 486, None, Some("far")));
     ep.on_message(&busy, phone());
     assert!(matches!(tx.next().await, Some(ClientEvent::Final(r)) if r.status_code.code() == 486));
@@ -193,12 +218,17 @@ async fn ict_acks_a_486_itself_and_absorbs_its_retransmission() {
 #[tokio::test]
 async fn ict_cancel_waits_for_a_provisional_then_gets_487() {
     let (ep, net, _rx) = setup();
-    let mut tx = ep.send_request(out_request(rsip::Method::Invite, "ict-cancel"), phone()).unwrap();
+    let mut tx = ep
+        .send_request(out_request(rsip::Method::Invite, "ict-cancel"), phone())
+        .unwrap();
     let invite = as_request(net.get(0).2);
     tx.cancel().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(net.count(), 1, "no CANCEL before a provisional");
-    ep.on_message(&message::encode_response(&message::response_for(&invite, 100, None, None)), phone());
+    ep.on_message(
+        &message::encode_response(&message::response_for(&invite, 100, None, None)),
+        phone(),
+    );
     assert!(matches!(tx.next().await, Some(ClientEvent::Provisional(_))));
     net.wait(2, Duration::from_secs(1)).await;
     let cancel = as_request(net.get(1).2);
@@ -207,25 +237,39 @@ async fn ict_cancel_waits_for_a_provisional_then_gets_487() {
     assert_eq!(message::cseq(&cancel).unwrap(), (1, rsip::Method::Cancel));
     assert_eq!(message::call_id(&cancel).unwrap(), "ict-cancel");
     assert_eq!(cancel.uri, invite.uri);
-    ep.on_message(&message::encode_response(&message::response_for(&cancel, 200, None, None)), phone());
-    ep.on_message(&message::encode_response(&message::response_for(&invite, 487, None, Some("x"))), phone());
+    ep.on_message(
+        &message::encode_response(&message::response_for(&cancel, 200, None, None)),
+        phone(),
+    );
+    ep.on_message(
+        &message::encode_response(&message::response_for(&invite, 487, None, Some("x"))),
+        phone(),
+    );
     assert!(matches!(tx.next().await, Some(ClientEvent::Final(r)) if r.status_code.code() == 487));
     let last = as_request(net.get(net.count() - 1).2);
     assert_eq!(last.method, rsip::Method::Ack);
-    assert!(ep.send_request(out_request(rsip::Method::Options, "o"), phone()).unwrap().cancel().is_err());
+    assert!(
+        ep.send_request(out_request(rsip::Method::Options, "o"), phone())
+            .unwrap()
+            .cancel()
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn uac_2xx_retransmission_gets_the_remembered_ack() {
     let (ep, net, _rx) = setup();
-    let mut tx = ep.send_request(out_request(rsip::Method::Invite, "uac-2xx"), phone()).unwrap();
+    let mut tx = ep
+        .send_request(out_request(rsip::Method::Invite, "uac-2xx"), phone())
+        .unwrap();
     let invite = as_request(net.get(0).2);
     let ok = message::encode_response(&message::response_for(&invite, 200, None, Some("far")));
     ep.on_message(&ok, phone());
     assert!(matches!(tx.next().await, Some(ClientEvent::Final(r)) if r.status_code.code() == 200));
     let mut ack = out_request(rsip::Method::Ack, "uac-2xx");
     ack.headers.retain(|h| !matches!(h, Header::CSeq(_)));
-    ack.headers.push(Header::CSeq(rsip::headers::CSeq::new("1 ACK")));
+    ack.headers
+        .push(Header::CSeq(rsip::headers::CSeq::new("1 ACK")));
     ep.send_ack(ack, phone()).unwrap();
     assert_eq!(net.count(), 2);
     let sent_ack = as_request(net.get(1).2);
@@ -238,16 +282,33 @@ async fn uac_2xx_retransmission_gets_the_remembered_ack() {
 #[tokio::test]
 async fn server_invite_2xx_is_retransmitted_until_the_ack() {
     let (ep, net, mut rx) = setup();
-    ep.on_message(raw_request("INVITE", "z9hG4bKinv1", 5, "uas-1").as_bytes(), phone());
-    let Incoming::Request { request, source, tx } = next_incoming(&mut rx).await else {
+    ep.on_message(
+        raw_request("INVITE", "z9hG4bKinv1", 5, "uas-1").as_bytes(),
+        phone(),
+    );
+    let Incoming::Request {
+        request,
+        source,
+        tx,
+    } = next_incoming(&mut rx).await
+    else {
         panic!("expected a request")
     };
     assert_eq!(source, phone());
     // RFC 3581: rport filled in, and responses go back to the source port.
-    assert!(message::top_via_str(&request.headers).unwrap().contains("rport=5062"));
-    tx.respond(message::response_for(&request, 180, None, Some("us"))).unwrap();
-    tx.respond(message::response_for(&request, 200, None, Some("us"))).unwrap();
-    assert!(tx.respond(message::response_for(&request, 486, None, Some("us"))).is_err());
+    assert!(
+        message::top_via_str(&request.headers)
+            .unwrap()
+            .contains("rport=5062")
+    );
+    tx.respond(message::response_for(&request, 180, None, Some("us")))
+        .unwrap();
+    tx.respond(message::response_for(&request, 200, None, Some("us")))
+        .unwrap();
+    assert!(
+        tx.respond(message::response_for(&request, 486, None, Some("us")))
+            .is_err()
+    );
     assert_eq!(net.count(), 2);
     net.wait(4, T1 * 3 + SLACK * 2).await; // 200 again after T1 and 2*T1
     assert!(net.text(3).starts_with("SIP/2.0 200 OK\r\n"));
@@ -274,12 +335,16 @@ fn request_with_to_tag(method: &str, branch: &str, cseq: u32, call: &str, tag: &
 #[tokio::test]
 async fn ack_timeout_is_raised_when_no_ack_comes() {
     let (ep, _net, mut rx) = setup();
-    ep.on_message(raw_request("INVITE", "z9hG4bKinv2", 9, "uas-2").as_bytes(), phone());
+    ep.on_message(
+        raw_request("INVITE", "z9hG4bKinv2", 9, "uas-2").as_bytes(),
+        phone(),
+    );
     let Incoming::Request { request, tx, .. } = next_incoming(&mut rx).await else {
         panic!()
     };
     let start = Instant::now();
-    tx.respond(message::response_for(&request, 200, None, Some("us"))).unwrap();
+    tx.respond(message::response_for(&request, 200, None, Some("us")))
+        .unwrap();
     match next_incoming(&mut rx).await {
         Incoming::AckTimeout { call_id, cseq } => {
             assert_eq!((call_id.as_str(), cseq), ("uas-2", 9));
@@ -300,7 +365,8 @@ async fn retransmitted_request_is_absorbed_and_last_response_resent() {
     };
     assert!(rx.try_recv().is_err(), "the retransmission reached the TU");
     assert_eq!(net.count(), 0);
-    tx.respond(message::response_for(&request, 200, None, Some("us"))).unwrap();
+    tx.respond(message::response_for(&request, 200, None, Some("us")))
+        .unwrap();
     ep.on_message(raw.as_bytes(), phone());
     assert_eq!(net.count(), 2);
     assert_eq!(net.text(0), net.text(1));
@@ -315,25 +381,45 @@ async fn retransmitted_request_is_absorbed_and_last_response_resent() {
 #[tokio::test]
 async fn cancel_is_answered_200_and_raised_to_the_tu() {
     let (ep, net, mut rx) = setup();
-    ep.on_message(raw_request("INVITE", "z9hG4bKinv4", 3, "can-1").as_bytes(), phone());
+    ep.on_message(
+        raw_request("INVITE", "z9hG4bKinv4", 3, "can-1").as_bytes(),
+        phone(),
+    );
     let Incoming::Request { request, tx, .. } = next_incoming(&mut rx).await else {
         panic!()
     };
-    tx.respond(message::response_for(&request, 180, None, Some("us"))).unwrap();
-    ep.on_message(request_cancel("z9hG4bKinv4", 3, "can-1").as_bytes(), phone());
+    tx.respond(message::response_for(&request, 180, None, Some("us")))
+        .unwrap();
+    ep.on_message(
+        request_cancel("z9hG4bKinv4", 3, "can-1").as_bytes(),
+        phone(),
+    );
     let Incoming::Cancel { invite, .. } = next_incoming(&mut rx).await else {
         panic!("expected Cancel")
     };
-    assert!(net.text(1).starts_with("SIP/2.0 200 OK\r\n") && net.text(1).contains("CSeq: 3 CANCEL"));
-    invite.respond(message::response_for(&request, 487, None, Some("us"))).unwrap();
-    assert!(net.text(2).starts_with("SIP/2.0 487 Request Terminated\r\n"));
+    assert!(
+        net.text(1).starts_with("SIP/2.0 200 OK\r\n") && net.text(1).contains("CSeq: 3 CANCEL")
+    );
+    invite
+        .respond(message::response_for(&request, 487, None, Some("us")))
+        .unwrap();
+    assert!(
+        net.text(2)
+            .starts_with("SIP/2.0 487 Request Terminated\r\n")
+    );
     // The ACK for the 487 is absorbed, and stops the retransmissions.
-    ep.on_message(request_with_to_tag("ACK", "z9hG4bKinv4", 3, "can-1", "us").as_bytes(), phone());
+    ep.on_message(
+        request_with_to_tag("ACK", "z9hG4bKinv4", 3, "can-1", "us").as_bytes(),
+        phone(),
+    );
     tokio::time::sleep(T1 * 3).await;
     assert!(rx.try_recv().is_err(), "the ACK for a 487 reached the TU");
     assert_eq!(net.count(), 3);
     // A CANCEL for an unknown transaction: 481.
-    ep.on_message(request_cancel("z9hG4bKnone", 3, "can-2").as_bytes(), phone());
+    ep.on_message(
+        request_cancel("z9hG4bKnone", 3, "can-2").as_bytes(),
+        phone(),
+    );
     assert!(net.text(3).starts_with("SIP/2.0 481 "));
 }
 
@@ -344,11 +430,15 @@ fn request_cancel(branch: &str, cseq: u32, call: &str) -> String {
 #[tokio::test]
 async fn server_non_2xx_is_retransmitted_over_udp_until_ack() {
     let (ep, net, mut rx) = setup();
-    ep.on_message(raw_request("INVITE", "z9hG4bKinv5", 3, "busy-1").as_bytes(), phone());
+    ep.on_message(
+        raw_request("INVITE", "z9hG4bKinv5", 3, "busy-1").as_bytes(),
+        phone(),
+    );
     let Incoming::Request { request, tx, .. } = next_incoming(&mut rx).await else {
         panic!()
     };
-    tx.respond(message::response_for(&request, 486, None, Some("us"))).unwrap();
+    tx.respond(message::response_for(&request, 486, None, Some("us")))
+        .unwrap();
     net.wait(3, T1 * 3 + SLACK * 2).await; // Timer G
     assert_eq!(net.text(1), net.text(0));
 }
@@ -356,14 +446,19 @@ async fn server_non_2xx_is_retransmitted_over_udp_until_ack() {
 #[tokio::test]
 async fn malformed_request_gets_400_naming_the_problem() {
     let (ep, net, mut rx) = setup();
-    let bad = raw_request("OPTIONS", "z9hG4bKbad", 1, "bad-1").replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS");
+    let bad = raw_request("OPTIONS", "z9hG4bKbad", 1, "bad-1")
+        .replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS");
     ep.on_message(bad.as_bytes(), phone());
     let text = net.text(0);
     assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"), "{text}");
-    assert!(text.contains("Warning: 399 127.0.0.1 \"malformed SIP CSeq header"), "{text}");
+    assert!(
+        text.contains("Warning: 399 127.0.0.1 \"malformed SIP CSeq header"),
+        "{text}"
+    );
     assert!(rx.try_recv().is_err());
     // Oversized: 513.
-    let big = raw_request("OPTIONS", "z9hG4bKbig", 1, "big-1").replace("Max-Forwards: 70", &format!("X-Pad: {}", "a".repeat(5000)));
+    let big = raw_request("OPTIONS", "z9hG4bKbig", 1, "big-1")
+        .replace("Max-Forwards: 70", &format!("X-Pad: {}", "a".repeat(5000)));
     ep.on_message(big.as_bytes(), phone());
     assert!(net.text(1).starts_with("SIP/2.0 513 Message Too Large\r\n"));
     // Garbage: dropped.
@@ -375,7 +470,10 @@ async fn malformed_request_gets_400_naming_the_problem() {
 #[tokio::test]
 async fn dropping_an_unanswered_transaction_answers_500() {
     let (ep, net, mut rx) = setup();
-    ep.on_message(raw_request("OPTIONS", "z9hG4bKdrop", 1, "drop-1").as_bytes(), phone());
+    ep.on_message(
+        raw_request("OPTIONS", "z9hG4bKdrop", 1, "drop-1").as_bytes(),
+        phone(),
+    );
     let incoming = next_incoming(&mut rx).await;
     drop(incoming);
     assert!(net.text(0).starts_with("SIP/2.0 500 "));
