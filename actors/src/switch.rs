@@ -54,6 +54,8 @@ pub struct Switch {
     call_sup: OnceLock<ActorRef<CallSupMsg>>,
     /// Supervisor of queue and agent actors (restarts them: their state is in the log).
     member_sup: OnceLock<ActorRef<SupMsg>>,
+    /// Serializes starting queue and agent actors (start-up and the pump both may ask).
+    spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
     shutting_down: AtomicBool,
     /// Cancelled when the switch stops.
@@ -83,6 +85,7 @@ impl Switch {
             nonces: NonceKeeper::random(),
             call_sup: OnceLock::new(),
             member_sup: OnceLock::new(),
+            spawn_lock: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             fault_injection,
@@ -223,6 +226,7 @@ impl Switch {
 
     /// Starts an actor for a queue the log knows, if none runs yet.
     pub async fn ensure_queue(self: &Arc<Self>, id: &str) {
+        let _guard = self.spawn_lock.lock().await;
         if self.queues.contains_key(id) {
             return;
         }
@@ -249,6 +253,7 @@ impl Switch {
 
     /// Starts an actor for an agent the log knows, if none runs yet.
     pub async fn ensure_agent(self: &Arc<Self>, id: &str) {
+        let _guard = self.spawn_lock.lock().await;
         if self.agents.contains_key(id) {
             return;
         }
@@ -356,7 +361,7 @@ impl Switch {
             queue,
         };
         if let Err(e) = Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
-            tracing::info!(error = %e, "call not started");
+            tracing::debug!(error = %e, "call not started (refused or failed during set-up)");
         }
     }
 }

@@ -83,13 +83,20 @@ impl SipMsg {
     /// First value of header `name` (any case, compact forms accepted).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = canonical_name(name);
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of header `name`, in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         let name = canonical_name(name);
-        self.headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The Call-ID.
@@ -130,7 +137,9 @@ impl SipMsg {
 
     /// Whether this is a request with `method`.
     pub fn is_request(&self, method: &str) -> bool {
-        self.method.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(method))
+        self.method
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(method))
     }
 
     /// Whether this is a response to a `method` request.
@@ -159,7 +168,11 @@ impl SipMsg {
                 self.source
             ),
             (None, Some(code)) => {
-                format!("{code} to {m} (Call-ID {}, CSeq {n}) from {}", self.call_id(), self.source)
+                format!(
+                    "{code} to {m} (Call-ID {}, CSeq {n}) from {}",
+                    self.call_id(),
+                    self.source
+                )
             }
             _ => "?".into(),
         }
@@ -190,20 +203,28 @@ pub fn uri_of(v: &str) -> String {
 
 /// The value of `;name=value` in a parameter list (case-insensitive name, quotes removed).
 pub fn param(v: &str, name: &str) -> Option<String> {
-    v.split(';').skip_while(|p| p.contains(':') && !p.contains('=')).find_map(|p| {
-        let (k, val) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| val.trim().trim_matches('"').to_string())
-    })
+    v.split(';')
+        .skip_while(|p| p.contains(':') && !p.contains('='))
+        .find_map(|p| {
+            let (k, val) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| val.trim().trim_matches('"').to_string())
+        })
 }
 
 /// The socket address of a `sip:user@host:port;...` URI, if its host is an IP address.
 pub fn uri_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hostport = rest.split([';', '?']).next()?;
     if let Some(stripped) = hostport.strip_prefix('[') {
         let (host, port) = stripped.split_once(']')?;
-        let port = port.strip_prefix(':').map_or(Some(5060), |p| p.parse().ok())?;
+        let port = port
+            .strip_prefix(':')
+            .map_or(Some(5060), |p| p.parse().ok())?;
         return Some(SocketAddr::new(host.parse().ok()?, port));
     }
     let (host, port) = match hostport.split_once(':') {
@@ -252,10 +273,15 @@ impl Sdp {
         let mut direction = "sendrecv".to_string();
         let mut in_audio = false;
         for line in text.lines().map(str::trim) {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             match k {
                 "c" => {
-                    let ip = v.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse().ok());
+                    let ip = v
+                        .split_whitespace()
+                        .nth(2)
+                        .and_then(|a| a.split('/').next()?.parse().ok());
                     if in_audio {
                         media_ip = ip;
                     } else if port.is_none() {
@@ -277,8 +303,11 @@ impl Sdp {
                 "a" if in_audio || port.is_none() => {
                     if let Some(rest) = v.strip_prefix("rtpmap:") {
                         let mut it = rest.split_whitespace();
-                        if let (Some(pt), Some(enc)) = (it.next().and_then(|p| p.parse().ok()), it.next()) {
-                            rtpmap.insert(pt, enc.split('/').next().unwrap_or_default().to_string());
+                        if let (Some(pt), Some(enc)) =
+                            (it.next().and_then(|p| p.parse().ok()), it.next())
+                        {
+                            rtpmap
+                                .insert(pt, enc.split('/').next().unwrap_or_default().to_string());
                         }
                     } else if ["sendrecv", "sendonly", "recvonly", "inactive"].contains(&v) {
                         direction = v.to_string();
@@ -288,7 +317,12 @@ impl Sdp {
             }
         }
         let ip = media_ip.or(session_ip)?;
-        Some(Sdp { addr: SocketAddr::new(ip, port?), payload_types: pts, rtpmap, direction })
+        Some(Sdp {
+            addr: SocketAddr::new(ip, port?),
+            payload_types: pts,
+            rtpmap,
+            direction,
+        })
     }
 
     /// The encoding name of payload type `pt` (static types 0 and 8 need no rtpmap).
@@ -302,10 +336,10 @@ impl Sdp {
 
     /// The payload type of the first offered codec named `name` (e.g. `telephone-event`).
     pub fn pt_of(&self, name: &str) -> Option<u8> {
-        self.payload_types
-            .iter()
-            .copied()
-            .find(|pt| self.encoding(*pt).is_some_and(|e| e.eq_ignore_ascii_case(name)))
+        self.payload_types.iter().copied().find(|pt| {
+            self.encoding(*pt)
+                .is_some_and(|e| e.eq_ignore_ascii_case(name))
+        })
     }
 }
 
@@ -326,7 +360,9 @@ pub fn build_sdp(addr: SocketAddr, pts: &[u8]) -> String {
         match pt {
             0 => s.push_str("a=rtpmap:0 PCMU/8000\r\n"),
             8 => s.push_str("a=rtpmap:8 PCMA/8000\r\n"),
-            pt => s.push_str(&format!("a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n")),
+            pt => s.push_str(&format!(
+                "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
+            )),
         }
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
@@ -336,7 +372,10 @@ pub fn build_sdp(addr: SocketAddr, pts: &[u8]) -> String {
 /// Parameters of a `Digest ...` challenge (`realm`, `nonce`, `qop`, `algorithm`, `opaque`).
 pub fn parse_challenge(value: &str) -> HashMap<String, String> {
     let v = value.trim();
-    let v = v.strip_prefix("Digest").or_else(|| v.strip_prefix("digest")).unwrap_or(v);
+    let v = v
+        .strip_prefix("Digest")
+        .or_else(|| v.strip_prefix("digest"))
+        .unwrap_or(v);
     let mut out = HashMap::new();
     // Split on commas outside quotes.
     let mut parts = Vec::new();
@@ -355,7 +394,10 @@ pub fn parse_challenge(value: &str) -> HashMap<String, String> {
     parts.push(cur);
     for p in parts {
         if let Some((k, val)) = p.split_once('=') {
-            out.insert(k.trim().to_ascii_lowercase(), val.trim().trim_matches('"').to_string());
+            out.insert(
+                k.trim().to_ascii_lowercase(),
+                val.trim().trim_matches('"').to_string(),
+            );
         }
     }
     out
@@ -385,15 +427,32 @@ pub fn digest_response(
 }
 
 /// An `Authorization` header value answering `challenge` (a `WWW-Authenticate` value).
-pub fn authorization(challenge: &str, user: &str, password: &str, method: &str, uri: &str, nc: u32) -> String {
+pub fn authorization(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+) -> String {
     let c = parse_challenge(challenge);
     let realm = c.get("realm").cloned().unwrap_or_default();
     let nonce = c.get("nonce").cloned().unwrap_or_default();
-    let qop_auth = c.get("qop").is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
+    let qop_auth = c
+        .get("qop")
+        .is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
     let cnonce = format!("{:016x}", rand::random::<u64>());
     let nc = format!("{nc:08x}");
     let mut h = if qop_auth {
-        let resp = digest_response(user, &realm, password, method, uri, &nonce, Some(("auth", &nc, &cnonce)));
+        let resp = digest_response(
+            user,
+            &realm,
+            password,
+            method,
+            uri,
+            &nonce,
+            Some(("auth", &nc, &cnonce)),
+        );
         format!(
             "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
         )
@@ -437,7 +496,10 @@ mod tests {
         assert_eq!(m.to_tag().as_deref(), Some("2"));
         assert_eq!(m.from_tag().as_deref(), Some("1"));
         assert_eq!(m.cseq(), (7, "INVITE".into()));
-        assert_eq!(uri_addr(&m.contact_uri().unwrap()), Some("127.0.0.1:5070".parse().unwrap()));
+        assert_eq!(
+            uri_addr(&m.contact_uri().unwrap()),
+            Some("127.0.0.1:5070".parse().unwrap())
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl Drop for Rtp {
 impl Rtp {
     /// Binds 127.0.0.1:0 and starts counting.
     pub async fn bind() -> anyhow::Result<Rtp> {
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.context("binding an RTP socket")?);
+        let sock = Arc::new(
+            UdpSocket::bind("127.0.0.1:0")
+                .await
+                .context("binding an RTP socket")?,
+        );
         let local = sock.local_addr()?;
         let stats = Arc::new(Mutex::new(RtpStats::default()));
         let reader = tokio::spawn(receive(sock.clone(), stats.clone()));
@@ -116,7 +120,10 @@ impl Rtp {
                 cur
             };
             let pkt = packet(0, seq, ts, self.tag, i == 0, &payload(self.tag, seq));
-            self.sock.send_to(&pkt, to).await.with_context(|| format!("sending RTP to {to}"))?;
+            self.sock
+                .send_to(&pkt, to)
+                .await
+                .with_context(|| format!("sending RTP to {to}"))?;
         }
         Ok(())
     }
@@ -155,10 +162,40 @@ impl Rtp {
                 return Ok(got);
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("timed out after {timeout:?} waiting for {n} RTP packets at {}: got {got}", self.local);
+                bail!(
+                    "timed out after {timeout:?} waiting for {n} RTP packets at {}: got {got}",
+                    self.local
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Sends `n` packets each way at once (`a` → `a_to`, `b` → `b_to`), then waits (up to
+/// `timeout`) until each side got at least `min` of the other's; returns
+/// `(b got from a, a got from b)` without failing, so the test can assert with context.
+pub async fn exchange(
+    a: &Rtp,
+    a_to: SocketAddr,
+    b: &Rtp,
+    b_to: SocketAddr,
+    n: usize,
+    min: u64,
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    let (ra, rb) = tokio::join!(a.send_pcmu(a_to, n), b.send_pcmu(b_to, n));
+    ra?;
+    rb?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got = (b.stats().from_tag(a.tag()), a.stats().from_tag(b.tag()));
+        if (got.0 >= min && got.1 >= min) || tokio::time::Instant::now() >= deadline {
+            // Let stragglers in, for the counts' sake.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok((b.stats().from_tag(a.tag()), a.stats().from_tag(b.tag())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -186,7 +223,9 @@ pub fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]
 async fn receive(sock: Arc<UdpSocket>, stats: Arc<Mutex<RtpStats>>) {
     let mut buf = vec![0u8; 2048];
     loop {
-        let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
         let d = &buf[..n];
         let mut s = stats.lock().unwrap();
         if n < 12 || d[0] >> 6 != 2 {

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -74,6 +76,31 @@ pub struct InviteOutcome {
     pub dialog: Option<Dialog>,
 }
 
+/// How the UA's messages travel.
+#[derive(Clone)]
+enum Wire {
+    /// One UDP socket; each message goes where it is addressed.
+    Udp(Arc<UdpSocket>),
+    /// One TCP connection to the node; everything goes down it, whatever the address.
+    Tcp(Arc<tokio::sync::Mutex<OwnedWriteHalf>>),
+}
+
+impl Wire {
+    async fn send(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        match self {
+            Wire::Udp(s) => s.send_to(bytes, to).await.map(|_| ()),
+            Wire::Tcp(w) => w.lock().await.write_all(bytes).await,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Wire::Udp(_) => "UDP",
+            Wire::Tcp(_) => "TCP",
+        }
+    }
+}
+
 /// State shared with the socket reader.
 #[derive(Default)]
 struct Shared {
@@ -104,7 +131,7 @@ impl Shared {
     }
 }
 
-/// A SIP user agent for tests (UDP, 127.0.0.1).
+/// A SIP user agent for tests (UDP or TCP, 127.0.0.1).
 pub struct TestUa {
     /// SIP user (agent id, or the caller's name).
     user: String,
@@ -114,8 +141,8 @@ pub struct TestUa {
     domain: String,
     /// The node's SIP address: where out-of-dialog requests go.
     server: SocketAddr,
-    /// The UA's socket.
-    sock: Arc<UdpSocket>,
+    /// The UA's socket or connection.
+    wire: Wire,
     /// Its bound address.
     local: SocketAddr,
     /// State shared with the reader task.
@@ -143,19 +170,57 @@ impl Drop for TestUa {
 }
 
 impl TestUa {
-    /// Binds 127.0.0.1:0 for SIP user `user` who talks to the node at `server`.
+    /// Binds 127.0.0.1:0 (UDP) for SIP user `user` who talks to the node at `server`.
     pub async fn new(user: &str, password: &str, server: SocketAddr) -> anyhow::Result<TestUa> {
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.context("binding the UA's SIP socket")?);
+        let sock = Arc::new(
+            UdpSocket::bind("127.0.0.1:0")
+                .await
+                .context("binding the UA's SIP socket")?,
+        );
         let local = sock.local_addr()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (tx, inbox) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(sock.clone(), shared.clone(), tx));
-        Ok(TestUa {
+        let wire = Wire::Udp(sock.clone());
+        let reader = tokio::spawn(read_udp(sock, wire.clone(), shared.clone(), tx));
+        Ok(TestUa::assemble(
+            user, password, server, wire, local, shared, inbox, reader,
+        ))
+    }
+
+    /// Connects over TCP to the node's SIP TCP address `server`; every message of this UA,
+    /// requests and responses, travels on that one connection.
+    pub async fn new_tcp(user: &str, password: &str, server: SocketAddr) -> anyhow::Result<TestUa> {
+        let stream = TcpStream::connect(server)
+            .await
+            .with_context(|| format!("connecting to SIP over TCP at {server}"))?;
+        let local = stream.local_addr()?;
+        let (rd, wr) = stream.into_split();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let wire = Wire::Tcp(Arc::new(tokio::sync::Mutex::new(wr)));
+        let reader = tokio::spawn(read_tcp(rd, server, wire.clone(), shared.clone(), tx));
+        Ok(TestUa::assemble(
+            user, password, server, wire, local, shared, inbox, reader,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        user: &str,
+        password: &str,
+        server: SocketAddr,
+        wire: Wire,
+        local: SocketAddr,
+        shared: Arc<Mutex<Shared>>,
+        inbox: mpsc::UnboundedReceiver<SipMsg>,
+        reader: JoinHandle<()>,
+    ) -> TestUa {
+        TestUa {
             user: user.into(),
             password: password.into(),
             domain: "lingxi.local".into(),
             server,
-            sock,
+            wire,
             local,
             shared,
             inbox,
@@ -165,7 +230,7 @@ impl TestUa {
             reg_tag: new_tag(),
             reg_cseq: 0,
             timeout: Duration::from_secs(10),
-        })
+        }
     }
 
     /// The UA's SIP address.
@@ -204,7 +269,10 @@ impl TestUa {
     }
 
     fn contact(&self) -> String {
-        format!("<sip:{}@{}>", self.user, self.hostport())
+        match self.wire {
+            Wire::Udp(_) => format!("<sip:{}@{}>", self.user, self.hostport()),
+            Wire::Tcp(_) => format!("<sip:{}@{};transport=tcp>", self.user, self.hostport()),
+        }
     }
 
     /// Formats a request.
@@ -222,7 +290,8 @@ impl TestUa {
         body: Option<(&str, &str)>,
     ) -> Vec<u8> {
         let mut s = format!(
-            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nUser-Agent: lingxi-test-ua\r\n",
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {hp};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nUser-Agent: lingxi-test-ua\r\n",
+            t = self.wire.name(),
             hp = self.hostport()
         );
         for h in extra {
@@ -231,17 +300,27 @@ impl TestUa {
         }
         match body {
             Some((ctype, b)) => {
-                s.push_str(&format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+                s.push_str(&format!(
+                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                ));
             }
             None => s.push_str("Content-Length: 0\r\n\r\n"),
         }
         s.into_bytes()
     }
 
-    /// Sends bytes from the UA's socket.
+    /// Sends bytes from the UA's socket (over TCP: down its connection, whatever `to` is).
     pub async fn send_raw(&self, bytes: &[u8], to: SocketAddr) -> anyhow::Result<()> {
-        self.sock.send_to(bytes, to).await.with_context(|| format!("sending {} bytes to {to}", bytes.len()))?;
-        let first = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).lines().next().unwrap_or("").to_string();
+        self.wire
+            .send(bytes, to)
+            .await
+            .with_context(|| format!("sending {} bytes to {to}", bytes.len()))?;
+        let first = String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
         self.shared.lock().unwrap().log(format!("-> {to} {first}"));
         Ok(())
     }
@@ -261,7 +340,10 @@ impl TestUa {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
                 Ok(Some(m)) if pred(&m) => return Ok(m),
                 Ok(Some(m)) => self.backlog.push_back(m),
-                Ok(None) => bail!("{}: the UA's socket reader stopped while waiting for {what}", self.user),
+                Ok(None) => bail!(
+                    "{}: the UA's socket reader stopped while waiting for {what}",
+                    self.user
+                ),
                 Err(_) => return Err(self.timed_out(what, timeout)),
             }
         }
@@ -279,9 +361,16 @@ impl TestUa {
     }
 
     /// Asserts that no request `method` arrives within `window` (returns it as an error if one does).
-    pub async fn expect_no_request(&mut self, method: &str, window: Duration) -> anyhow::Result<()> {
+    pub async fn expect_no_request(
+        &mut self,
+        method: &str,
+        window: Duration,
+    ) -> anyhow::Result<()> {
         let m = method.to_string();
-        match self.wait_for(method, window, move |x| x.is_request(&m)).await {
+        match self
+            .wait_for(method, window, move |x| x.is_request(&m))
+            .await
+        {
             Ok(msg) => bail!("UA {} got an unexpected {}: {}", self.user, method, msg.raw),
             Err(_) => Ok(()),
         }
@@ -304,7 +393,8 @@ impl TestUa {
         let mut interval = T1;
         let mut next = Instant::now() + interval;
         let mut provisional = Vec::new();
-        let matches = |m: &SipMsg| m.status.is_some() && m.branch() == branch && m.is_response_to(method);
+        let matches =
+            |m: &SipMsg| m.status.is_some() && m.branch() == branch && m.is_response_to(method);
         // A response may already sit in the backlog (unlikely, but cheap to check).
         while let Some(i) = self.backlog.iter().position(matches) {
             let m = self.backlog.remove(i).expect("index from position");
@@ -314,8 +404,13 @@ impl TestUa {
             provisional.push(m.status.unwrap_or(0));
         }
         loop {
-            let retransmitting = method != "INVITE" || provisional.is_empty();
-            let wake = if retransmitting { next.min(deadline) } else { deadline };
+            let reliable = matches!(self.wire, Wire::Tcp(_));
+            let retransmitting = !reliable && (method != "INVITE" || provisional.is_empty());
+            let wake = if retransmitting {
+                next.min(deadline)
+            } else {
+                deadline
+            };
             tokio::select! {
                 m = self.inbox.recv() => {
                     let m = m.ok_or_else(|| anyhow!("{}: socket reader stopped during {what}", self.user))?;
@@ -367,7 +462,10 @@ impl TestUa {
             let branch = new_branch();
             let from = format!("<{}>;tag={}", self.our_aor(), self.reg_tag);
             let to = format!("<{}>", self.our_aor());
-            let mut extra = vec![format!("Contact: {}", self.contact()), format!("Expires: {expires}")];
+            let mut extra = vec![
+                format!("Contact: {}", self.contact()),
+                format!("Expires: {expires}"),
+            ];
             if let Some(a) = &auth {
                 extra.push(format!("Authorization: {a}"));
             }
@@ -382,14 +480,23 @@ impl TestUa {
                 &extra,
                 None,
             );
-            let (_, resp) = self.transact("REGISTER", bytes, self.server, &branch, "REGISTER").await?;
+            let (_, resp) = self
+                .transact("REGISTER", bytes, self.server, &branch, "REGISTER")
+                .await?;
             if resp.status == Some(401) && (auth.is_none() || stale(&resp)) {
                 let challenge = resp
                     .header("www-authenticate")
                     .ok_or_else(|| anyhow!("401 without WWW-Authenticate: {}", resp.raw))?
                     .to_string();
                 nc += 1;
-                auth = Some(msg::authorization(&challenge, &self.user, &self.password, "REGISTER", &ruri, nc));
+                auth = Some(msg::authorization(
+                    &challenge,
+                    &self.user,
+                    &self.password,
+                    "REGISTER",
+                    &ruri,
+                    nc,
+                ));
                 continue;
             }
             return Ok(resp);
@@ -411,7 +518,10 @@ impl TestUa {
             &["Accept: application/sdp".to_string()],
             None,
         );
-        Ok(self.transact("OPTIONS", bytes, self.server, &branch, "OPTIONS").await?.1)
+        Ok(self
+            .transact("OPTIONS", bytes, self.server, &branch, "OPTIONS")
+            .await?
+            .1)
     }
 
     // ----- calls we place -----
@@ -424,7 +534,11 @@ impl TestUa {
     }
 
     /// Like [`TestUa::invite`] with a given SDP body.
-    pub async fn invite_with_sdp(&mut self, target: &str, sdp: &str) -> anyhow::Result<InviteOutcome> {
+    pub async fn invite_with_sdp(
+        &mut self,
+        target: &str,
+        sdp: &str,
+    ) -> anyhow::Result<InviteOutcome> {
         let ruri = format!("sip:{target}@{}", self.domain);
         let call_id = new_call_id();
         let tag = new_tag();
@@ -435,9 +549,26 @@ impl TestUa {
             format!("Contact: {}", self.contact()),
             "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS".to_string(),
         ];
-        let bytes =
-            self.format_request("INVITE", &ruri, &branch, &from, &to, &call_id, 1, &extra, Some(("application/sdp", sdp)));
-        let (provisional, resp) = self.transact(&format!("INVITE {ruri}"), bytes, self.server, &branch, "INVITE").await?;
+        let bytes = self.format_request(
+            "INVITE",
+            &ruri,
+            &branch,
+            &from,
+            &to,
+            &call_id,
+            1,
+            &extra,
+            Some(("application/sdp", sdp)),
+        );
+        let (provisional, resp) = self
+            .transact(
+                &format!("INVITE {ruri}"),
+                bytes,
+                self.server,
+                &branch,
+                "INVITE",
+            )
+            .await?;
         let code = resp.status.unwrap_or(0);
         if !(200..300).contains(&code) {
             // ACK for a non-2xx final: same branch, To from the response (RFC 3261 §17.1.1.3).
@@ -453,13 +584,21 @@ impl TestUa {
                 None,
             );
             self.send_raw(&ack, self.server).await?;
-            return Ok(InviteOutcome { provisional, response: resp, dialog: None });
+            return Ok(InviteOutcome {
+                provisional,
+                response: resp,
+                dialog: None,
+            });
         }
-        let remote_target = resp.contact_uri().ok_or_else(|| anyhow!("2xx to INVITE without Contact: {}", resp.raw))?;
+        let remote_target = resp
+            .contact_uri()
+            .ok_or_else(|| anyhow!("2xx to INVITE without Contact: {}", resp.raw))?;
         let dialog = Dialog {
             call_id: call_id.clone(),
             local_tag: tag,
-            remote_tag: resp.to_tag().ok_or_else(|| anyhow!("2xx to INVITE without To tag: {}", resp.raw))?,
+            remote_tag: resp
+                .to_tag()
+                .ok_or_else(|| anyhow!("2xx to INVITE without To tag: {}", resp.raw))?,
             local_uri: self.our_aor(),
             remote_uri: ruri.clone(),
             target_addr: uri_addr(&remote_target).unwrap_or(resp.source),
@@ -470,13 +609,18 @@ impl TestUa {
             we_called: true,
         };
         self.send_ack(&dialog).await?;
-        Ok(InviteOutcome { provisional, response: resp, dialog: Some(dialog) })
+        Ok(InviteOutcome {
+            provisional,
+            response: resp,
+            dialog: Some(dialog),
+        })
     }
 
     /// Calls `target` and insists on a 2xx answer; returns the dialog.
     pub async fn call(&mut self, target: &str, rtp: &Rtp) -> anyhow::Result<Dialog> {
         let out = self.invite(target, rtp).await?;
-        out.dialog.ok_or_else(|| anyhow!("INVITE {target} was refused: {}", out.response.raw))
+        out.dialog
+            .ok_or_else(|| anyhow!("INVITE {target} was refused: {}", out.response.raw))
     }
 
     /// Sends the ACK for a 2xx that made dialog `d` (and remembers it for retransmitted 2xx).
@@ -492,11 +636,10 @@ impl TestUa {
             &[],
             None,
         );
-        self.shared
-            .lock()
-            .unwrap()
-            .acks
-            .insert((d.call_id.clone(), d.invite_cseq), (ack.clone(), d.target_addr));
+        self.shared.lock().unwrap().acks.insert(
+            (d.call_id.clone(), d.invite_cseq),
+            (ack.clone(), d.target_addr),
+        );
         self.send_raw(&ack, d.target_addr).await
     }
 
@@ -516,7 +659,10 @@ impl TestUa {
             None,
         );
         let what = format!("{method} in dialog {}", d.call_id);
-        Ok(self.transact(&what, bytes, d.target_addr, &branch, method).await?.1)
+        Ok(self
+            .transact(&what, bytes, d.target_addr, &branch, method)
+            .await?
+            .1)
     }
 
     /// Hangs up: BYE in dialog `d`; returns the final response.
@@ -528,13 +674,21 @@ impl TestUa {
 
     /// Waits for a new INVITE.
     pub async fn wait_invite(&mut self, timeout: Duration) -> anyhow::Result<SipMsg> {
-        self.wait_for("an INVITE", timeout, |m| m.is_request("INVITE") && m.to_tag().is_none()).await
+        self.wait_for("an INVITE", timeout, |m| {
+            m.is_request("INVITE") && m.to_tag().is_none()
+        })
+        .await
     }
 
     /// Waits for a request `method` (any dialog).
-    pub async fn wait_request(&mut self, method: &str, timeout: Duration) -> anyhow::Result<SipMsg> {
+    pub async fn wait_request(
+        &mut self,
+        method: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<SipMsg> {
         let m = method.to_string();
-        self.wait_for(&format!("a {method}"), timeout, move |x| x.is_request(&m)).await
+        self.wait_for(&format!("a {method}"), timeout, move |x| x.is_request(&m))
+            .await
     }
 
     /// Sends a response to `req`: Via, From, To (with our tag for dialog-forming requests),
@@ -556,7 +710,10 @@ impl TestUa {
         let to = if req.to_tag().is_none() && code > 100 {
             let tag = {
                 let mut sh = self.shared.lock().unwrap();
-                sh.uas_tags.entry(req.call_id()).or_insert_with(new_tag).clone()
+                sh.uas_tags
+                    .entry(req.call_id())
+                    .or_insert_with(new_tag)
+                    .clone()
             };
             format!("{to};tag={tag}")
         } else {
@@ -573,12 +730,19 @@ impl TestUa {
             s.push_str("\r\n");
         }
         match body {
-            Some((ctype, b)) => s.push_str(&format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+            Some((ctype, b)) => s.push_str(&format!(
+                "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
             None => s.push_str("Content-Length: 0\r\n\r\n"),
         }
         let bytes = s.into_bytes();
         let key = (req.branch(), m);
-        self.shared.lock().unwrap().responded.insert(key, (bytes.clone(), req.source));
+        self.shared
+            .lock()
+            .unwrap()
+            .responded
+            .insert(key, (bytes.clone(), req.source));
         self.send_raw(&bytes, req.source).await
     }
 
@@ -591,7 +755,9 @@ impl TestUa {
     /// Answers an INVITE with 200 OK and an SDP answer for `rtp` (the first offered codec
     /// of PCMU/PCMA, plus telephone-event if offered); returns the dialog.
     pub async fn answer(&mut self, invite: &SipMsg, rtp: &Rtp) -> anyhow::Result<Dialog> {
-        let offer = invite.sdp().ok_or_else(|| anyhow!("INVITE without a readable SDP offer: {}", invite.raw))?;
+        let offer = invite
+            .sdp()
+            .ok_or_else(|| anyhow!("INVITE without a readable SDP offer: {}", invite.raw))?;
         let codec = offer
             .payload_types
             .iter()
@@ -604,9 +770,25 @@ impl TestUa {
         }
         let sdp = msg::build_sdp(rtp.local_addr(), &pts);
         let contact = format!("Contact: {}", self.contact());
-        self.respond(invite, 200, "OK", &[contact], Some(("application/sdp", &sdp))).await?;
-        let local_tag = self.shared.lock().unwrap().uas_tags.get(&invite.call_id()).cloned().unwrap_or_default();
-        let remote_target = invite.contact_uri().ok_or_else(|| anyhow!("INVITE without Contact: {}", invite.raw))?;
+        self.respond(
+            invite,
+            200,
+            "OK",
+            &[contact],
+            Some(("application/sdp", &sdp)),
+        )
+        .await?;
+        let local_tag = self
+            .shared
+            .lock()
+            .unwrap()
+            .uas_tags
+            .get(&invite.call_id())
+            .cloned()
+            .unwrap_or_default();
+        let remote_target = invite
+            .contact_uri()
+            .ok_or_else(|| anyhow!("INVITE without Contact: {}", invite.raw))?;
         Ok(Dialog {
             call_id: invite.call_id(),
             local_tag,
@@ -623,7 +805,12 @@ impl TestUa {
     }
 
     /// Refuses an INVITE with `code` (e.g. 486) and waits for its ACK.
-    pub async fn reject(&mut self, invite: &SipMsg, code: u16, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn reject(
+        &mut self,
+        invite: &SipMsg,
+        code: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let reason = match code {
             486 => "Busy Here",
             603 => "Decline",
@@ -632,16 +819,20 @@ impl TestUa {
         };
         self.respond(invite, code, reason, &[], None).await?;
         let branch = invite.branch();
-        self.wait_for(&format!("the ACK for our {code}"), timeout, move |m| m.is_request("ACK") && m.branch() == branch)
-            .await?;
+        self.wait_for(&format!("the ACK for our {code}"), timeout, move |m| {
+            m.is_request("ACK") && m.branch() == branch
+        })
+        .await?;
         Ok(())
     }
 
     /// Waits for the ACK of the 2xx that made dialog `d`.
     pub async fn wait_ack(&mut self, d: &Dialog, timeout: Duration) -> anyhow::Result<SipMsg> {
         let cid = d.call_id.clone();
-        self.wait_for(&format!("ACK in {}", d.call_id), timeout, move |m| m.is_request("ACK") && m.call_id() == cid)
-            .await
+        self.wait_for(&format!("ACK in {}", d.call_id), timeout, move |m| {
+            m.is_request("ACK") && m.call_id() == cid
+        })
+        .await
     }
 
     /// Waits for an INVITE, rings, answers with `rtp` and waits for the ACK.
@@ -658,9 +849,18 @@ impl TestUa {
     pub async fn wait_cancel(&mut self, timeout: Duration) -> anyhow::Result<SipMsg> {
         let cancel = self.wait_request("CANCEL", timeout).await?;
         self.respond(&cancel, 200, "OK", &[], None).await?;
-        let invite = self.shared.lock().unwrap().invites.get(&cancel.branch()).cloned();
+        let invite = self
+            .shared
+            .lock()
+            .unwrap()
+            .invites
+            .get(&cancel.branch())
+            .cloned();
         match invite {
-            Some(inv) => self.respond(&inv, 487, "Request Terminated", &[], None).await?,
+            Some(inv) => {
+                self.respond(&inv, 487, "Request Terminated", &[], None)
+                    .await?
+            }
             None => bail!("CANCEL for an INVITE this UA never saw: {}", cancel.raw),
         }
         Ok(cancel)
@@ -670,7 +870,9 @@ impl TestUa {
     pub async fn wait_bye(&mut self, d: &Dialog, timeout: Duration) -> anyhow::Result<SipMsg> {
         let cid = d.call_id.clone();
         let bye = self
-            .wait_for(&format!("BYE in {}", d.call_id), timeout, move |m| m.is_request("BYE") && m.call_id() == cid)
+            .wait_for(&format!("BYE in {}", d.call_id), timeout, move |m| {
+                m.is_request("BYE") && m.call_id() == cid
+            })
             .await?;
         self.respond(&bye, 200, "OK", &[], None).await?;
         Ok(bye)
@@ -684,58 +886,134 @@ fn stale(resp: &SipMsg) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("true"))
 }
 
-/// Reads the socket: absorbs retransmissions, passes the rest on.
-async fn read_loop(sock: Arc<UdpSocket>, shared: Arc<Mutex<Shared>>, tx: mpsc::UnboundedSender<SipMsg>) {
+/// Reads the UDP socket: each datagram is one message.
+async fn read_udp(
+    sock: Arc<UdpSocket>,
+    wire: Wire,
+    shared: Arc<Mutex<Shared>>,
+    tx: mpsc::UnboundedSender<SipMsg>,
+) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
-        let m = match SipMsg::parse(&buf[..n], src) {
-            Ok(m) => m,
-            Err(e) => {
-                let mut sh = shared.lock().unwrap();
-                sh.unparsable += 1;
-                sh.log(format!("<- {src} UNPARSABLE ({e}): {:?}", String::from_utf8_lossy(&buf[..n.min(120)])));
-                continue;
-            }
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            return;
         };
-        let mut resend: Option<(Vec<u8>, SocketAddr)> = None;
-        let forward = {
-            let mut sh = shared.lock().unwrap();
-            sh.log(format!("<- {}", m.summary()));
-            match (&m.method, m.status) {
-                (Some(method), _) if method != "ACK" => {
-                    let key = (m.branch(), method.clone());
-                    if let Some(r) = sh.responded.get(&key) {
-                        resend = Some(r.clone());
-                        false
-                    } else if !sh.seen_requests.insert(key) {
-                        false
-                    } else {
-                        if method == "INVITE" {
-                            sh.invites.insert(m.branch(), m.clone());
-                        }
-                        true
-                    }
-                }
-                (Some(_ack), _) => true,
-                (None, Some(code)) => {
-                    let (cseq, method) = m.cseq();
-                    if method == "INVITE" && (200..300).contains(&code) {
-                        if let Some(a) = sh.acks.get(&(m.call_id(), cseq)) {
-                            resend = Some(a.clone());
-                        }
-                    }
-                    resend.is_none() && sh.seen_responses.insert((m.branch(), method, code))
-                }
-                _ => false,
-            }
-        };
-        if let Some((bytes, to)) = resend {
-            let _ = sock.send_to(&bytes, to).await;
-            shared.lock().unwrap().log(format!("-> {to} (retransmission answered again)"));
-        }
-        if forward && tx.send(m).is_err() {
+        if !on_message(&buf[..n], src, &wire, &shared, &tx).await {
             return;
         }
     }
+}
+
+/// Reads the TCP connection, framing messages by their Content-Length (RFC 3261 §18.3).
+async fn read_tcp(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
+    wire: Wire,
+    shared: Arc<Mutex<Shared>>,
+    tx: mpsc::UnboundedSender<SipMsg>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        // Keep-alive CRLFs between messages.
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    matches!(
+                        k.trim().to_ascii_lowercase().as_str(),
+                        "content-length" | "l"
+                    )
+                    .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            let total = end + 4 + len;
+            if buf.len() >= total {
+                let msg: Vec<u8> = buf.drain(..total).collect();
+                if !on_message(&msg, peer, &wire, &shared, &tx).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                shared
+                    .lock()
+                    .unwrap()
+                    .log(format!("<- {peer} TCP connection closed"));
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Handles one received message: absorbs retransmissions, passes the rest to the inbox.
+/// Returns false when the UA is gone.
+async fn on_message(
+    bytes: &[u8],
+    src: SocketAddr,
+    wire: &Wire,
+    shared: &Mutex<Shared>,
+    tx: &mpsc::UnboundedSender<SipMsg>,
+) -> bool {
+    let m = match SipMsg::parse(bytes, src) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut sh = shared.lock().unwrap();
+            sh.unparsable += 1;
+            sh.log(format!(
+                "<- {src} UNPARSABLE ({e}): {:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
+            ));
+            return true;
+        }
+    };
+    let mut resend: Option<(Vec<u8>, SocketAddr)> = None;
+    let forward = {
+        let mut sh = shared.lock().unwrap();
+        sh.log(format!("<- {}", m.summary()));
+        match (&m.method, m.status) {
+            (Some(method), _) if method != "ACK" => {
+                let key = (m.branch(), method.clone());
+                if let Some(r) = sh.responded.get(&key) {
+                    resend = Some(r.clone());
+                    false
+                } else if !sh.seen_requests.insert(key) {
+                    false
+                } else {
+                    if method == "INVITE" {
+                        sh.invites.insert(m.branch(), m.clone());
+                    }
+                    true
+                }
+            }
+            (Some(_ack), _) => true,
+            (None, Some(code)) => {
+                let (cseq, method) = m.cseq();
+                if method == "INVITE"
+                    && (200..300).contains(&code)
+                    && let Some(a) = sh.acks.get(&(m.call_id(), cseq))
+                {
+                    resend = Some(a.clone());
+                }
+                resend.is_none() && sh.seen_responses.insert((m.branch(), method, code))
+            }
+            _ => false,
+        }
+    };
+    if let Some((bytes, to)) = resend {
+        let _ = wire.send(&bytes, to).await;
+        shared
+            .lock()
+            .unwrap()
+            .log(format!("-> {to} (retransmission answered again)"));
+    }
+    !forward || tx.send(m).is_ok()
 }

@@ -115,12 +115,19 @@ impl CallShared {
         let payload = &pkt[range];
         let (te_pt, accepted) = {
             let mut st = my.state.lock();
+            // Only a stream of a payload type the SDP negotiated may move the leg's address:
+            // a stray packet of another type must not be able to steal (or eavesdrop on) a leg.
+            let pt = h.payload_type;
+            let negotiated = pt == st.codec.payload_type() || st.te_pt == Some(pt) || pt == PT_CN;
             let accepted = match st.remote {
                 Some(r) if r == src => true,
-                _ if !st.latched => true,
-                _ => st
-                    .last_rx
-                    .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_IDLE),
+                _ if !st.latched => negotiated,
+                _ => {
+                    negotiated
+                        && st
+                            .last_rx
+                            .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_IDLE)
+                }
             };
             if accepted {
                 if st.remote != Some(src) {
