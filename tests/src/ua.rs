@@ -665,6 +665,33 @@ impl TestUa {
             .1)
     }
 
+    /// Sends a re-INVITE in dialog `d` with `sdp` (hold, unhold, new media address), ACKs a
+    /// 2xx, and returns the final response.
+    pub async fn reinvite(&mut self, d: &mut Dialog, sdp: &str) -> anyhow::Result<SipMsg> {
+        d.local_cseq += 1;
+        let branch = new_branch();
+        let extra = vec![format!("Contact: {}", self.contact())];
+        let bytes = self.format_request(
+            "INVITE",
+            &d.remote_target,
+            &branch,
+            &format!("<{}>;tag={}", d.local_uri, d.local_tag),
+            &format!("<{}>;tag={}", d.remote_uri, d.remote_tag),
+            &d.call_id,
+            d.local_cseq,
+            &extra,
+            Some(("application/sdp", sdp)),
+        );
+        let what = format!("re-INVITE in dialog {}", d.call_id);
+        let (_, resp) = self.transact(&what, bytes, d.target_addr, &branch, "INVITE").await?;
+        if resp.status.is_some_and(|c| (200..300).contains(&c)) {
+            d.invite_cseq = d.local_cseq;
+            d.remote_sdp = resp.sdp();
+            self.send_ack(d).await?;
+        }
+        Ok(resp)
+    }
+
     /// Hangs up: BYE in dialog `d`; returns the final response.
     pub async fn bye(&mut self, d: &mut Dialog) -> anyhow::Result<SipMsg> {
         self.in_dialog(d, "BYE").await
