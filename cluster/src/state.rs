@@ -284,23 +284,14 @@ impl StateMachine {
                         queue: queue.clone(),
                     });
                 }
-                let call =
-                    self.calls
-                        .get_mut(call_id)
-                        .ok_or_else(|| ClusterError::UnknownCall {
-                            call_id: call_id.clone(),
-                        })?;
+                let call = call_mut(&mut self.calls, call_id)?;
                 if !matches!(call.phase, CallPhase::Routing | CallPhase::Queued) {
                     return Err(ClusterError::Conflict {
                         what: format!("queueing call {call_id}"),
                         detail: format!("the call is {}", call.phase.as_str()),
                     });
                 }
-                if let Some(old) = call.queue.take()
-                    && let Some(set) = self.waiting.get_mut(&old)
-                {
-                    set.remove(&wait_key(call));
-                }
+                unwait(&mut self.waiting, call);
                 call.queue = Some(queue.clone());
                 call.priority = *priority;
                 call.phase = CallPhase::Queued;
@@ -339,12 +330,7 @@ impl StateMachine {
                         detail: format!("cannot be offered call {call_id}"),
                     });
                 }
-                let key = wait_key(call);
-                if let Some(q) = &call.queue
-                    && let Some(set) = self.waiting.get_mut(q)
-                {
-                    set.remove(&key);
-                }
+                unwait(&mut self.waiting, call);
                 let call = self.calls.get_mut(call_id).expect("checked above");
                 call.phase = CallPhase::Ringing;
                 call.agent = Some(agent_id.clone());
@@ -388,12 +374,7 @@ impl StateMachine {
                         state: agent.state,
                     });
                 }
-                let call =
-                    self.calls
-                        .get_mut(call_id)
-                        .ok_or_else(|| ClusterError::UnknownCall {
-                            call_id: call_id.clone(),
-                        })?;
+                let call = call_mut(&mut self.calls, call_id)?;
                 if call.phase == CallPhase::Ringing && call.agent.as_deref() == Some(agent_id) {
                     call.phase = CallPhase::Queued;
                     call.agent = None;
@@ -416,12 +397,7 @@ impl StateMachine {
                 recording,
                 at_ms,
             } => {
-                let call =
-                    self.calls
-                        .get_mut(call_id)
-                        .ok_or_else(|| ClusterError::UnknownCall {
-                            call_id: call_id.clone(),
-                        })?;
+                let call = call_mut(&mut self.calls, call_id)?;
                 if call.phase != CallPhase::Ringing || call.agent.as_deref() != Some(agent_id) {
                     return Err(ClusterError::Conflict {
                         what: format!("answering call {call_id} by {agent_id}"),
@@ -451,12 +427,7 @@ impl StateMachine {
                 leg,
                 dialog,
             } => {
-                let call =
-                    self.calls
-                        .get_mut(call_id)
-                        .ok_or_else(|| ClusterError::UnknownCall {
-                            call_id: call_id.clone(),
-                        })?;
+                let call = call_mut(&mut self.calls, call_id)?;
                 match leg {
                     CallLeg::A => call.a_leg = Some(dialog.clone()),
                     CallLeg::B => call.b_leg = Some(dialog.clone()),
@@ -466,12 +437,7 @@ impl StateMachine {
                 }])
             }
             Command::CallHeld { call_id, held } => {
-                let call =
-                    self.calls
-                        .get_mut(call_id)
-                        .ok_or_else(|| ClusterError::UnknownCall {
-                            call_id: call_id.clone(),
-                        })?;
+                let call = call_mut(&mut self.calls, call_id)?;
                 call.phase = match (call.phase, held) {
                     (CallPhase::Talking, true) => CallPhase::Held,
                     (CallPhase::Held, false) => CallPhase::Talking,
@@ -494,11 +460,7 @@ impl StateMachine {
                     .ok_or_else(|| ClusterError::UnknownCall {
                         call_id: call_id.clone(),
                     })?;
-                if let Some(q) = &call.queue
-                    && let Some(set) = self.waiting.get_mut(q)
-                {
-                    set.remove(&wait_key(&call));
-                }
+                unwait(&mut self.waiting, &call);
                 let mut events = Vec::new();
                 if let Some(agent_id) = &call.agent
                     && let Some(agent) = self.agents.get_mut(agent_id)
@@ -646,6 +608,25 @@ impl StateMachine {
                     .get(&spec.skill)
                     .is_some_and(|p| *p >= spec.min_proficiency)
         })
+    }
+}
+
+/// The live call `call_id`, or the error naming it.
+fn call_mut<'a>(
+    calls: &'a mut BTreeMap<String, CallRecord>,
+    call_id: &str,
+) -> Result<&'a mut CallRecord, ClusterError> {
+    calls
+        .get_mut(call_id)
+        .ok_or_else(|| ClusterError::UnknownCall {
+            call_id: call_id.to_string(),
+        })
+}
+
+/// Takes a call out of its queue's waiting order (if it is there).
+fn unwait(waiting: &mut BTreeMap<String, BTreeSet<WaitKey>>, call: &CallRecord) {
+    if let Some(set) = call.queue.as_ref().and_then(|q| waiting.get_mut(q)) {
+        set.remove(&wait_key(call));
     }
 }
 
