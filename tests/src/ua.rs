@@ -683,7 +683,9 @@ impl TestUa {
             Some(("application/sdp", sdp)),
         );
         let what = format!("re-INVITE in dialog {}", d.call_id);
-        let (_, resp) = self.transact(&what, bytes, d.target_addr, &branch, "INVITE").await?;
+        let (_, resp) = self
+            .transact(&what, bytes, d.target_addr, &branch, "INVITE")
+            .await?;
         if resp.status.is_some_and(|c| (200..300).contains(&c)) {
             d.invite_cseq = d.local_cseq;
             d.remote_sdp = resp.sdp();

@@ -2,7 +2,7 @@
 //! hears music, the call is `held` in the API; unhold bridges the two again.
 
 use lingxi_tests::msg::build_sdp;
-use lingxi_tests::{exchange, Dialog, Rtp, TestNode, TestUa, WAIT};
+use lingxi_tests::{Dialog, Rtp, TestNode, TestUa, WAIT, exchange};
 
 /// A bridged call between caller `alice` and agent 1001.
 async fn bridged(node: &TestNode) -> anyhow::Result<(TestUa, Dialog, Rtp, TestUa, Dialog, Rtp)> {
@@ -16,7 +16,11 @@ async fn bridged(node: &TestNode) -> anyhow::Result<(TestUa, Dialog, Rtp, TestUa
 }
 
 fn call_phase(calls: &serde_json::Value, call_id: &str) -> Option<String> {
-    calls.as_array()?.iter().find(|c| c["call_id"] == call_id).and_then(|c| c["phase"].as_str().map(String::from))
+    calls
+        .as_array()?
+        .iter()
+        .find(|c| c["call_id"] == call_id)
+        .and_then(|c| c["phase"].as_str().map(String::from))
 }
 
 async fn hold_and_resume(caller_holds: bool) -> anyhow::Result<()> {
@@ -30,11 +34,16 @@ async fn hold_and_resume(caller_holds: bool) -> anyhow::Result<()> {
     };
 
     // Hold: sendonly offer → the switch answers recvonly and stops sending to the holder.
-    let hold_sdp = build_sdp(holder_rtp.local_addr(), &[0, 101]).replace("a=sendrecv", "a=sendonly");
+    let hold_sdp =
+        build_sdp(holder_rtp.local_addr(), &[0, 101]).replace("a=sendrecv", "a=sendonly");
     let r = holder_ua.reinvite(holder_leg, &hold_sdp).await?;
     assert_eq!(r.status, Some(200), "hold re-INVITE: {}", r.raw);
     let answer = r.sdp().expect("200 to re-INVITE carries SDP");
-    assert_eq!(answer.direction, "recvonly", "answer to a sendonly offer: {}", r.raw);
+    assert_eq!(
+        answer.direction, "recvonly",
+        "answer to a sendonly offer: {}",
+        r.raw
+    );
     let mut phase = None;
     for _ in 0..100 {
         let (_, calls) = node.http_get("/api/v1/calls").await?;
@@ -50,16 +59,36 @@ async fn hold_and_resume(caller_holds: bool) -> anyhow::Result<()> {
     holder_rtp.reset();
     other_rtp.reset();
     other_rtp.wait_any(20, WAIT).await?;
-    assert_eq!(other_rtp.stats().marked.values().sum::<u64>(), 0, "music, not speech, while held");
-    assert_eq!(holder_rtp.stats().packets, 0, "nothing is sent to the side that put the call on hold");
+    assert_eq!(
+        other_rtp.stats().marked.values().sum::<u64>(),
+        0,
+        "music, not speech, while held"
+    );
+    assert_eq!(
+        holder_rtp.stats().packets,
+        0,
+        "nothing is sent to the side that put the call on hold"
+    );
 
     // Unhold: sendrecv again → bridged both ways.
     let resume_sdp = build_sdp(holder_rtp.local_addr(), &[0, 101]);
     let r = holder_ua.reinvite(holder_leg, &resume_sdp).await?;
     assert_eq!(r.status, Some(200), "unhold re-INVITE: {}", r.raw);
     assert_eq!(r.sdp().expect("SDP").direction, "sendrecv");
-    let (to_b, to_a) = exchange(&rtp_a, leg_a.remote_rtp()?, &rtp_b, leg_b.remote_rtp()?, 50, 45, WAIT).await?;
-    assert!(to_b >= 20 && to_a >= 20, "after unhold: {to_b} to agent, {to_a} to caller of 50");
+    let (to_b, to_a) = exchange(
+        &rtp_a,
+        leg_a.remote_rtp()?,
+        &rtp_b,
+        leg_b.remote_rtp()?,
+        50,
+        45,
+        WAIT,
+    )
+    .await?;
+    assert!(
+        to_b >= 20 && to_a >= 20,
+        "after unhold: {to_b} to agent, {to_a} to caller of 50"
+    );
 
     let r = caller.bye(&mut leg_a).await?;
     assert_eq!(r.status, Some(200));
@@ -90,7 +119,12 @@ async fn a_stale_cseq_in_dialog_is_refused() -> anyhow::Result<()> {
     assert_eq!(r.status, Some(500), "re-INVITE with an old CSeq: {}", r.raw);
     leg_a.local_cseq = 10;
     let r = caller.bye(&mut leg_a).await?;
-    assert_eq!(r.status, Some(200), "BYE after the refused re-INVITE: {}", r.raw);
+    assert_eq!(
+        r.status,
+        Some(200),
+        "BYE after the refused re-INVITE: {}",
+        r.raw
+    );
     agent.wait_bye(&leg_b, WAIT).await?;
     Ok(())
 }
