@@ -8,7 +8,9 @@
 //! - `state`: the pure state machine, `apply(index, command) -> events`.
 //! - `store`: the [`LogStore`] trait; sled in production, memory in tests.
 //! - `log`: [`ReplicatedLog`], where commands are proposed and applied state is read.
-//!   On one node it commits by writing to storage; raft-rs comes in front of it next.
+//!   On one node it commits by writing to storage.
+//! - `raft`: [`raft::RaftLog`], the same interface replicated by raft-rs (sled storage, TCP
+//!   transport, snapshots, membership changes); not yet wired into the node.
 #![warn(missing_docs, unreachable_pub, unsafe_code)]
 
 mod command;
@@ -16,6 +18,7 @@ mod dialog;
 mod error;
 mod log;
 pub mod model;
+pub mod raft;
 mod state;
 mod store;
 
