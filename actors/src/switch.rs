@@ -11,7 +11,7 @@ use crate::sip::transaction::{Endpoint, Incoming, TransactionUser};
 use crate::supervisor::{CallSupMsg, CallSupervisor, RestartingSupervisor, SupMsg};
 use dashmap::DashMap;
 use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
-use lingxi_cluster::{Command, Event, ReplicatedLog};
+use lingxi_cluster::{Command, Event, Log};
 use lingxi_config::{Config, OverflowAction};
 use lingxi_media::MediaEngine;
 use ractor::{Actor, ActorRef};
@@ -37,7 +37,7 @@ pub struct Switch {
     /// The node's configuration.
     pub(crate) config: Arc<Config>,
     /// Where state changes are proposed and applied state read.
-    pub(crate) log: ReplicatedLog,
+    pub(crate) log: Log,
     /// RTP ports and relays.
     pub(crate) media: MediaEngine,
     /// The SIP transaction layer; set once the transports are bound.
@@ -69,7 +69,7 @@ impl Switch {
     /// agents into the log. SIP traffic flows once [`Switch::attach_endpoint`] is called.
     pub async fn start(
         config: Arc<Config>,
-        log: ReplicatedLog,
+        log: Log,
         media: MediaEngine,
         fault_injection: bool,
     ) -> Result<Arc<Switch>, ActorError> {
@@ -175,7 +175,7 @@ impl Switch {
     }
 
     /// The replicated log (for the HTTP API's reads and writes).
-    pub fn log(&self) -> &ReplicatedLog {
+    pub fn log(&self) -> &Log {
         &self.log
     }
 

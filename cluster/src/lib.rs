@@ -9,6 +9,7 @@
 //! - `store`: the [`LogStore`] trait; sled in production, memory in tests.
 //! - `log`: [`ReplicatedLog`], where commands are proposed and applied state is read.
 //!   On one node it commits by writing to storage.
+//! - `handle`: [`Log`], one handle over both.
 //! - `raft`: [`raft::RaftLog`], the same interface replicated by raft-rs (sled storage, TCP
 //!   transport, snapshots, membership changes); not yet wired into the node.
 #![warn(missing_docs, unreachable_pub, unsafe_code)]
@@ -16,6 +17,7 @@
 mod command;
 mod dialog;
 mod error;
+mod handle;
 mod log;
 pub mod model;
 pub mod raft;
@@ -25,6 +27,7 @@ mod store;
 pub use command::Command;
 pub use dialog::{DialogRole, DialogState, SipTransport};
 pub use error::ClusterError;
+pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};
 pub use state::{Event, StateMachine};
 pub use store::{LogStore, MemStore, SledStore};

@@ -15,7 +15,7 @@ pub mod transport;
 use anyhow::Context as _;
 use lingxi_actors::Switch;
 use lingxi_actors::sip::transaction::{Endpoint, EndpointConfig};
-use lingxi_cluster::{ReplicatedLog, SledStore};
+use lingxi_cluster::{Log, ReplicatedLog, SledStore};
 use lingxi_config::Config;
 use lingxi_media::MediaEngine;
 use std::net::SocketAddr;
@@ -51,8 +51,9 @@ impl Node {
             .with_context(|| format!("cannot create the data directory {}", state_dir.display()))?;
         let store = SledStore::open(&state_dir)
             .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
-        let log =
-            ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?;
+        let log = Log::Local(
+            ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?,
+        );
         let media = MediaEngine::new(&config.media).context("cannot set up media")?;
         let switch = Switch::start(config.clone(), log, media, config.debug.fault_injection)
             .await
