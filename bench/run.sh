@@ -4,11 +4,11 @@
 # RTP both ways (memory per call, packets relayed per second); side by side with the Kamailio
 # anchor (/work/shared/bench/kamailio-anchor) at the same call length and rates.
 #
-#   bench/run.sh [all|cps|rec|conc|kamailio]     # default all; see BENCHMARKS.md
+#   bench/run.sh [all|cps|rec|conc|kamailio|profile]     # default all; see BENCHMARKS.md
 #
 # Knobs (environment): RATES="200 500 1000 1500" STEP_SECS=20 CALL_MS=1000 RUNS=3 AGENTS=3000
 #   CONC_CALLS=1200 CONC_RATE=100 CONC_LOOPS=4 (x 7.05 s of audio per call)
-#   CONC_RECORDING=0 KAMAILIO=1 STOP_ON_FAIL=1 BENCH_RUNS=<dir> ANCHOR=<dir> QUIET_WAIT=6
+#   CONC_RECORDING=0 PROFILE_RATE=1000 KAMAILIO=1 STOP_ON_FAIL=1 BENCH_RUNS=<dir> ANCHOR=<dir> QUIET_WAIT=6
 # Ports (loopback only): node SIP 25060, HTTP 25080, agents' sipp 25070 (RTP 26000),
 # callers' sipp 25061 (RTP 26100), node RTP 10000-32000. Every loop is bounded; every
 # process started here is stopped by its pid on exit.
@@ -135,7 +135,11 @@ register_agents() {
   for first in $(seq 0 40 $((AGENTS - 1))); do
     n=$(( AGENTS - first < 40 ? AGENTS - first : 40 ))
     python3 "$HERE/register_agents.py" $((100000 + first)) "$n" > "$dir/register_chunk.xml"
+    # One retry: re-registering is idempotent, and sipp 3.6.1 once aborted a chunk on a
+    # duplicate 200 right after a heavy run.
     (cd "$dir" && timeout 60 sipp "127.0.0.1:$SIP_PORT" -sf register_chunk.xml -p "$UAS_PORT" -m 1 \
+        "${SIPP_COMMON[@]}" -timeout 50s -timeout_error > register.out 2>&1) \
+      || (sleep 2; cd "$dir" && timeout 60 sipp "127.0.0.1:$SIP_PORT" -sf register_chunk.xml -p "$UAS_PORT" -m 1 \
         "${SIPP_COMMON[@]}" -timeout 50s -timeout_error > register.out 2>&1) \
       || { echo "bench: registering agents $((100000 + first))+ failed, see $dir/register.out" >&2; exit 1; }
   done
@@ -285,13 +289,15 @@ conc_run() {
       -default_behaviors all,-abortunexp "${SIPP_COMMON[@]}" -trace_stat -stf conc_stat.csv -fd 1 \
       -timeout ${secs}s > uac.out 2>&1) &
   local uac=$!
-  echo "t_s rss_kb live_calls rtp_in rtp_out" > "$dir/samples.txt"
+  # Samples: time since start, node RSS, RTP counters (only /proc and /metrics: the calls
+  # API is too slow to poll under load); live calls come from sipp's own stats (CurrentCall).
+  echo "t_s rss_kb rtp_in rtp_out" > "$dir/samples.txt"
   local i
-  for i in $(seq 1 $(( secs / 2 + 10 ))); do
+  for i in $(seq 1 $(( secs + 20 ))); do
     kill -0 $uac 2>/dev/null || break
-    echo "$(python3 -c "import time;print(round(time.time()-$t0,1))") $(rss_kb $NODE_PID) $(live_calls) \
-$(counter lingxi_rtp_packets_in_total) $(counter lingxi_rtp_packets_out_total)" >> "$dir/samples.txt"
-    sleep 2
+    echo "$(date +%s.%N) $t0 $(rss_kb $NODE_PID) $(counter lingxi_rtp_packets_in_total) $(counter lingxi_rtp_packets_out_total)" \
+      | awk '{printf "%.1f %s %s %s\n", $1 - $2, $3, $4, $5}' >> "$dir/samples.txt"
+    sleep 1
   done
   local rc=0; wait $uac || rc=$?
   local t1; t1=$(date +%s.%N)
@@ -303,27 +309,57 @@ import json, sys, collections, statistics, csv
 d, rc, idle, calls, rec, wall = sys.argv[1:7]
 idle, calls, wall = int(idle), int(calls), float(wall)
 rows = [list(map(float, l.split())) for l in open(f'{d}/samples.txt').read().splitlines()[1:] if l.strip()]
-peak = max((r[2] for r in rows), default=0)
-plateau = [r for r in rows if r[2] >= 0.95 * calls] or [r for r in rows if r[2] >= 0.95 * peak]
+st = list(csv.reader(open(f'{d}/conc_stat.csv'), delimiter=';'))
+ix = {h: i for i, h in enumerate(st[0])}; last = st[-1]
+secs = lambda t: sum(int(x) * m for x, m in zip(t.split(':')[:3], (3600, 60, 1)))
+# sipp's stat rows: (seconds since sipp started, live calls); the plateau is where live calls
+# stay ≥ 95 % of the target. Sample times are since the same start (± 0.2 s).
+live_at = [(secs(r[ix['ElapsedTime(C)']]), int(r[ix['CurrentCall']])) for r in st[1:] if len(r) > ix['CurrentCall']]
+peak = max((c for _, c in live_at), default=0)
+high = [t for t, c in live_at if c >= 0.95 * max(calls, 1)] or [t for t, c in live_at if c >= 0.95 * peak]
+lo, hi = (min(high), max(high)) if high else (0, 0)
+live = statistics.median(c for t, c in live_at if lo <= t <= hi) if high else None
+plateau = [r for r in rows if lo + 1 <= r[0] <= hi - 1]
 rss = statistics.median(r[1] for r in plateau) if plateau else None
-live = statistics.median(r[2] for r in plateau) if plateau else None
 rate = lambda k: round((plateau[-1][k] - plateau[0][k]) / (plateau[-1][0] - plateau[0][0])) if len(plateau) > 1 else None
 b, a = json.load(open(f'{d}/cpu_before.json')), json.load(open(f'{d}/cpu_after.json'))
 cpu = {k: round((a[k] - b[k]) / a['_hz'] / wall * 100, 1) for k in ('lingxi', 'uas')}
-st = list(csv.reader(open(f'{d}/conc_stat.csv'), delimiter=';'))
-ix = {h: i for i, h in enumerate(st[0])}; last = st[-1]
 cdrs = json.load(open(f'{d}/cdrs.json'))
 out = dict(recording=rec == 'true', target_calls=calls, sipp_rc=int(rc),
            created=int(last[ix['TotalCallCreated']]), ok=int(last[ix['SuccessfulCall(C)']]),
            failed=int(last[ix['FailedCall(C)']]), retrans=int(last[ix['Retransmissions(C)']]),
-           plateau_samples=len(plateau), plateau_live_calls=live, idle_rss_kb=idle, plateau_rss_kb=rss,
+           plateau_samples=len(plateau), plateau_live_calls=live,
+           rtp_in_total=int(rows[-1][2]) if rows else None, rtp_out_total=int(rows[-1][3]) if rows else None, idle_rss_kb=idle, plateau_rss_kb=rss,
            kib_per_call=round((rss - idle) / live, 1) if rss and live else None,
-           rtp_in_pps=rate(3), rtp_out_pps=rate(4),
+           plateau_s=hi - lo, rtp_in_pps=rate(2), rtp_out_pps=rate(3),
            expected_pps_each_way=round(live * 2 * 1000 / 30) if live else None,
            cpu_pct_of_one_core_whole_run=cpu, wall_s=round(wall, 1),
            cdr_outcomes=dict(collections.Counter(c.get('outcome') for c in cdrs)))
 print(json.dumps(out))
 PY
+  stop_pid "$UAS_PID"; UAS_PID=0
+  stop_pid "$NODE_PID"; NODE_PID=0
+}
+
+# profile DIR: perf profile of the node for 10 s of a PROFILE_RATE cps step (where the time goes).
+profile() {
+  local dir=$1 rate=${PROFILE_RATE:-1000}
+  command -v perf >/dev/null || { echo "bench: perf missing" >&2; return 1; }
+  start_node "$dir" false
+  register_agents "$dir"
+  start_uas "$dir"
+  (cd "$dir" && exec timeout 60 sipp -sn uac "127.0.0.1:$SIP_PORT" -s support -p "$UAC_PORT" -mp "$UAC_MEDIA" \
+      -r "$rate" -m $(( rate * 20 )) -d "$CALL_MS" -l 15000 -default_behaviors all,-abortunexp \
+      "${SIPP_COMMON[@]}" -timeout 55s > uac.out 2>&1) &
+  local uac=$!
+  sleep 5
+  perf record -F 499 -g -o "$dir/perf.data" -p "$NODE_PID" -- sleep 10 > "$dir/perf_record.out" 2>&1 || true
+  wait $uac || true
+  perf report -i "$dir/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 2>/dev/null \
+    | grep -v '^$' | grep '%' | head -60 > "$dir/perf_top.txt" || true
+  perf report -i "$dir/perf.data" --stdio --no-children --sort comm --percent-limit 1 2>/dev/null \
+    | grep '%' | head -20 > "$dir/perf_threads.txt" || true
+  echo "bench: profile in $dir/perf_top.txt and perf_threads.txt" >&2
   stop_pid "$UAS_PID"; UAS_PID=0
   stop_pid "$NODE_PID"; NODE_PID=0
 }
@@ -354,7 +390,8 @@ case "$MODE" in
     conc_run "$WORK/conc" false
     if [ "$CONC_RECORDING" = 1 ]; then conc_run "$WORK/conc_rec" true; fi
     ;;
+  profile) profile "$WORK/profile" ;;
   cps|kamailio|rec) ;;
-  *) echo "usage: $0 [all|cps|rec|conc|kamailio]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|cps|rec|conc|kamailio|profile]" >&2; exit 2 ;;
 esac
 python3 "$HERE/summarize.py" "$WORK" | tee "$WORK/summary.md"

@@ -155,21 +155,18 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Expire { epoch } if epoch == st.reg_epoch => {
-                let now = now_ms();
-                let expired = st.sw.log.read(|sm| {
-                    sm.agent_by_id(&st.id)
-                        .and_then(|a| a.registration.as_ref())
-                        .is_some_and(|r| r.expires_at_ms <= now)
-                });
-                if expired {
-                    tracing::info!(agent = %st.id, "registration expired");
-                    let cmd = Command::Register {
-                        id: st.id.clone(),
-                        registration: None,
-                        at_ms: now,
-                    };
-                    if let Err(e) = st.sw.log.propose(cmd).await {
-                        tracing::warn!(agent = %st.id, error = %e, "expiring registration failed");
+                // Any node may fire this timer; the command only unbinds a lapsed binding.
+                let cmd = Command::ExpireRegistration {
+                    id: st.id.clone(),
+                    at_ms: now_ms(),
+                };
+                match st.sw.log.propose(cmd).await {
+                    Ok(ev) if !ev.is_empty() => {
+                        tracing::info!(agent = %st.id, "registration expired")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(agent = %st.id, error = %e, "expiring registration failed")
                     }
                 }
             }

@@ -10,7 +10,7 @@ use crate::sip::message::{self, response_for, with_body};
 use crate::sip::sdp::{self, AudioOffer, Direction};
 use crate::sip::transaction::{ClientEvent, Incoming, Peer, ServerTransaction};
 use crate::switch::{ALLOW, Switch, from_user, now_ms};
-use lingxi_cluster::model::{CallLeg, Overflow, QueueSpec, Registration};
+use lingxi_cluster::model::{CallLeg, CallPhase, CallRecord, Overflow, QueueSpec, Registration};
 use lingxi_cluster::{Command, DialogState};
 use lingxi_media::{CallMedia, Codec, Leg, MediaEvent, PcmClip, Prompt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -24,18 +24,30 @@ use tokio::sync::oneshot;
 /// The call actor (stateless handler; its state is [`CallState`]).
 pub struct CallActor;
 
-/// What a call actor is started with: the caller's INVITE and the queue it dialled.
-pub struct CallArgs {
-    /// The switch.
-    pub(crate) sw: Arc<Switch>,
-    /// The caller's INVITE.
-    pub(crate) invite: rsip::Request,
-    /// Where it came from.
-    pub(crate) source: Peer,
-    /// Its server transaction, to answer.
-    pub(crate) tx: ServerTransaction,
-    /// The queue the Request-URI names.
-    pub(crate) queue: QueueSpec,
+/// What a call actor is started with.
+pub enum CallArgs {
+    /// A new call: the caller's INVITE and the queue it dialled.
+    New {
+        /// The switch.
+        sw: Arc<Switch>,
+        /// The caller's INVITE.
+        invite: rsip::Request,
+        /// Where it came from.
+        source: Peer,
+        /// Its server transaction, to answer.
+        tx: ServerTransaction,
+        /// The queue the Request-URI names.
+        queue: QueueSpec,
+    },
+    /// A call taken over from a dead node: rebuilt from its replicated record.
+    Resume {
+        /// The switch.
+        sw: Arc<Switch>,
+        /// The call as committed.
+        record: Box<CallRecord>,
+        /// Its queue.
+        queue: QueueSpec,
+    },
 }
 
 /// Messages to a call actor.
@@ -75,6 +87,9 @@ pub enum CallMsg {
     },
     /// Test hook: panic, to prove a failing call disturbs no other.
     Fault,
+    /// This node lost the majority: stop at once, silently (no BYE, no CDR); the call
+    /// resumes on a live node.
+    Fence,
 }
 
 /// Where the call is, as this actor drives it.
@@ -140,6 +155,8 @@ pub struct CallState {
     closing_outcome: Option<String>,
     /// Session id of our SDP on each leg.
     sdp_session: [u64; 2],
+    /// Whether this actor took the call over from a dead node.
+    resumed: bool,
 }
 
 impl Actor for CallActor {
@@ -152,10 +169,17 @@ impl Actor for CallActor {
         myself: ActorRef<CallMsg>,
         args: CallArgs,
     ) -> Result<CallState, ActorProcessingErr> {
-        match setup(&myself, args).await {
-            Ok(st) => Ok(st),
-            Err(e) => Err(e.into()),
-        }
+        let st = match args {
+            CallArgs::New {
+                sw,
+                invite,
+                source,
+                tx,
+                queue,
+            } => setup(&myself, sw, invite, source, tx, queue).await,
+            CallArgs::Resume { sw, record, queue } => resume(&myself, sw, *record, queue).await,
+        };
+        st.map_err(Into::into)
     }
 
     async fn post_start(
@@ -163,7 +187,27 @@ impl Actor for CallActor {
         myself: ActorRef<CallMsg>,
         st: &mut CallState,
     ) -> Result<(), ActorProcessingErr> {
-        enter_queue(&myself, st, None).await;
+        if !st.resumed {
+            enter_queue(&myself, st, None).await;
+        } else if st.phase == Phase::Queued {
+            // Keep waiting where it was; the max-wait clock runs from its entry to the queue.
+            st.wait_epoch += 1;
+            let epoch = st.wait_epoch;
+            let waited = st
+                .sw
+                .log
+                .read(|sm| sm.call(&st.call_id).and_then(|c| c.queued_ms))
+                .map(|q| now_ms().saturating_sub(q))
+                .unwrap_or(0);
+            let left = (st.queue.max_wait_secs.max(1) * 1000)
+                .saturating_sub(waited)
+                .max(1000);
+            myself.send_after(Duration::from_millis(left), move || CallMsg::MaxWait {
+                epoch,
+            });
+            // The queue actor here now offers it (it is ours).
+            st.sw.kick_queue(&st.queue.id);
+        }
         Ok(())
     }
 
@@ -221,6 +265,13 @@ impl Actor for CallActor {
             CallMsg::Media(_) => {}
             CallMsg::Hangup { outcome } => hang_up(&myself, st, &outcome, "switch").await,
             CallMsg::Fault => panic!("fault injected into call {}", st.call_id),
+            CallMsg::Fence => {
+                st.phase = Phase::Ended;
+                st.media.unbridge();
+                metrics::gauge!("lingxi_active_calls").decrement(1.0);
+                tracing::warn!(call_id = %st.call_id, "fenced: call stopped here, to resume on a live node");
+                myself.stop(Some("fenced".into()));
+            }
         }
         Ok(())
     }
@@ -248,14 +299,14 @@ fn forget(st: &CallState) {
 }
 
 /// Answers the caller: negotiates SDP, allocates media, commits `CallArrived`, sends 200 OK.
-async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, crate::ActorError> {
-    let CallArgs {
-        sw,
-        invite,
-        source,
-        tx,
-        queue,
-    } = args;
+async fn setup(
+    myself: &ActorRef<CallMsg>,
+    sw: Arc<Switch>,
+    invite: rsip::Request,
+    source: Peer,
+    tx: ServerTransaction,
+    queue: QueueSpec,
+) -> Result<CallState, crate::ActorError> {
     let call_id = message::call_id(&invite)?;
     let refuse = |code: u16, reason: &str| {
         let _ = tx.respond(response_for(&invite, code, Some(reason), None));
@@ -411,6 +462,7 @@ async fn setup(myself: &ActorRef<CallMsg>, args: CallArgs) -> Result<CallState, 
         held: [false, false],
         closing_outcome: None,
         sdp_session,
+        resumed: false,
     })
 }
 
@@ -763,7 +815,7 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         .set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
     st.media.stop_play(Leg::A);
     st.media.bridge();
-    let recording = start_recording(st);
+    let recording = start_recording(st, None);
     let cmd = Command::CallAnswered {
         call_id: st.call_id.clone(),
         agent: o.agent.clone(),
@@ -782,7 +834,7 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
     tracing::info!(call_id = %st.call_id, agent = %o.agent, codec_a = st.codec_a.name(), codec_b = codec.name(), "agent answered; bridged");
 }
 
-fn start_recording(st: &CallState) -> Option<String> {
+fn start_recording(st: &CallState, part: Option<u32>) -> Option<String> {
     if !st.sw.config.recording.enabled {
         return None;
     }
@@ -803,7 +855,10 @@ fn start_recording(st: &CallState) -> Option<String> {
         .config
         .recording_dir()
         .join(format!("day-{day}"))
-        .join(format!("{safe}.wav"));
+        .join(match part {
+            Some(n) => format!("{safe}-failover{n}.wav"),
+            None => format!("{safe}.wav"),
+        });
     match st.media.start_recording(path.clone()) {
         Ok(()) => Some(path.display().to_string()),
         Err(e) => {
@@ -1139,4 +1194,232 @@ pub(crate) async fn end_call_from_record(sw: &Switch, call_id: &str, outcome: &s
         tracing::error!(call_id, error = %e, "CDR of a failed call not committed");
     }
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
+}
+
+/// Takes over a call whose owner died: fresh media here, a re-INVITE on each established leg
+/// with this node's Contact and SDP (CSeq above the committed one), then the call carries on
+/// in the phase it was in: bridged if talking, music if queued.
+async fn resume(
+    myself: &ActorRef<CallMsg>,
+    sw: Arc<Switch>,
+    rec: CallRecord,
+    queue: QueueSpec,
+) -> Result<CallState, crate::ActorError> {
+    let call_id = rec.call_id.clone();
+    let fail = |detail: &str| {
+        crate::ActorError::Sip(crate::sip::SipError::Dialog {
+            call_id: call_id.clone(),
+            detail: detail.into(),
+        })
+    };
+    let mut a = rec
+        .a_leg
+        .clone()
+        .ok_or_else(|| fail("no caller dialog in the record"))?;
+    let talking = matches!(rec.phase, CallPhase::Talking | CallPhase::Held);
+    let mut b = if talking { rec.b_leg.clone() } else { None };
+    let mut media = sw.media.allocate(&call_id).await?;
+    sw.calls.insert(a.call_id.clone(), myself.clone());
+    if let Some(b) = &b {
+        sw.calls.insert(b.call_id.clone(), myself.clone());
+    }
+    // The codec each leg settled on: our answer to the caller, the agent's answer to us.
+    let first_codec = |sdp: Option<&str>| {
+        sdp.and_then(|s| sdp::parse_audio(s, &call_id).ok())
+            .and_then(|o| o.codecs.iter().find_map(|(_, n)| Codec::from_name(n)))
+            .unwrap_or(Codec::Pcmu)
+    };
+    let codec_a = first_codec(a.local_sdp.as_deref());
+    let codec_b = b
+        .as_ref()
+        .map(|b| first_codec(b.remote_sdp.as_deref()))
+        .unwrap_or(codec_a);
+    let sdp_session = [rand::random::<u32>() as u64, rand::random::<u32>() as u64];
+    let user = queue.id.clone();
+    let (ra, rb) = tokio::join!(
+        reinvite_leg(&sw, &media, Leg::A, &mut a, codec_a, sdp_session[0], &user),
+        async {
+            match b.as_mut() {
+                Some(b) => {
+                    reinvite_leg(&sw, &media, Leg::B, b, codec_b, sdp_session[1], &user).await
+                }
+                None => Ok(()),
+            }
+        }
+    );
+    if let Err(e) = ra.as_ref().and(rb.as_ref()) {
+        tracing::warn!(call_id = %call_id, error = %e, "a leg did not take the re-INVITE; ending the call");
+        let mut legs = Vec::new();
+        if ra.is_ok() {
+            legs.push(a.clone());
+        }
+        if let (Some(b), true) = (&b, rb.is_ok()) {
+            legs.push(b.clone());
+        }
+        for mut d in legs {
+            send_in_dialog(&sw, &mut d, Method::Bye);
+        }
+        sw.calls.remove(&a.call_id);
+        if let Some(b) = &b {
+            sw.calls.remove(&b.call_id);
+        }
+        let ended = Command::CallEnded {
+            call_id: call_id.clone(),
+            outcome: "failover.failed".into(),
+            ended_by: "switch".into(),
+            wrapup_secs: queue.wrapup_secs,
+            at_ms: now_ms(),
+        };
+        let _ = sw.log.propose(ended).await;
+        return Err(fail("re-INVITE failed"));
+    }
+    let mut updates = vec![Command::DialogUpdated {
+        call_id: call_id.clone(),
+        leg: CallLeg::A,
+        dialog: a.clone(),
+    }];
+    if let Some(b) = &b {
+        updates.push(Command::DialogUpdated {
+            call_id: call_id.clone(),
+            leg: CallLeg::B,
+            dialog: b.clone(),
+        });
+    }
+    for u in updates {
+        sw.log.propose(u).await?;
+    }
+    let mut events = media.take_events();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if me.cast(CallMsg::Media(ev)).is_err() {
+                break;
+            }
+        }
+    });
+    let phase = if talking {
+        media.bridge();
+        Phase::Talking
+    } else {
+        media.play(Leg::A, queue_music(&sw, &queue), true);
+        Phase::Queued
+    };
+    metrics::gauge!("lingxi_active_calls").increment(1.0);
+    metrics::counter!("lingxi_calls_resumed_total").increment(1);
+    tracing::info!(call_id = %call_id, phase = ?phase, failovers = rec.failovers, "call resumed on this node");
+    let mut st = CallState {
+        sw,
+        call_id,
+        media,
+        codec_a,
+        a,
+        a_tx: None,
+        queue,
+        phase,
+        attempt: rec.offers,
+        ringing: None,
+        abandoned: Vec::new(),
+        b,
+        agent: if talking { rec.agent.clone() } else { None },
+        wait_epoch: 0,
+        held: [false, false],
+        closing_outcome: None,
+        sdp_session,
+        resumed: true,
+    };
+    if talking {
+        let _ = start_recording(&st, Some(rec.failovers));
+        st.phase = Phase::Talking;
+    }
+    Ok(st)
+}
+
+/// Re-INVITEs one leg from this node: new Contact (target refresh for the peer) and SDP
+/// pointing at this node's media; waits for the answer and ACKs it.
+async fn reinvite_leg(
+    sw: &Switch,
+    media: &CallMedia,
+    leg: Leg,
+    d: &mut DialogState,
+    codec: Codec,
+    session: u64,
+    user: &str,
+) -> Result<(), crate::ActorError> {
+    let call_id = d.call_id.clone();
+    let err = |detail: String| {
+        crate::ActorError::Sip(crate::sip::SipError::Dialog {
+            call_id: call_id.clone(),
+            detail,
+        })
+    };
+    let endpoint = sw
+        .endpoint()
+        .cloned()
+        .ok_or_else(|| err("no SIP endpoint".into()))?;
+    let peer = Peer {
+        transport: d.transport,
+        addr: d.peer,
+    };
+    d.local_contact = local_contact(sw, user, peer);
+    d.sdp_version += 1;
+    let te = d
+        .remote_sdp
+        .as_deref()
+        .and_then(|s| sdp::parse_audio(s, &call_id).ok())
+        .and_then(|o| o.telephone_event_pt)
+        .or(Some(sw.config.media.telephone_event_pt));
+    let offer = sdp::build_audio(
+        session,
+        d.sdp_version,
+        media.local_addr(leg),
+        &[(codec.payload_type(), codec.name())],
+        te,
+        Direction::SendRecv,
+        sw.config.media.ptime_ms,
+    );
+    d.local_sdp = Some(offer.clone());
+    let req = dialog::make_request(
+        d,
+        Method::Invite,
+        Some(("application/sdp", offer.into_bytes())),
+    )?;
+    let cseq = d.local_seq;
+    let mut tx = endpoint.send_request(req, peer)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, tx.next())
+            .await
+            .map_err(|_| err("re-INVITE unanswered".into()))?;
+        match ev {
+            Some(ClientEvent::Provisional(_)) => continue,
+            Some(ClientEvent::Final(resp)) if (200..300).contains(&resp.status_code.code()) => {
+                let body = String::from_utf8_lossy(&resp.body).to_string();
+                if let Ok(answer) = sdp::parse_audio(&body, &call_id) {
+                    let c = answer
+                        .codecs
+                        .iter()
+                        .find_map(|(_, n)| Codec::from_name(n))
+                        .unwrap_or(codec);
+                    media.set_remote(leg, answer.addr, c, answer.telephone_event_pt);
+                    d.remote_sdp = Some(body);
+                }
+                if let Some(target) = message::contact_uri(&resp) {
+                    d.remote_target = target.to_string();
+                }
+                let ack = dialog::make_ack(d, cseq, None)?;
+                endpoint.send_ack(ack, peer)?;
+                return Ok(());
+            }
+            Some(ClientEvent::Final(resp)) => {
+                return Err(err(format!(
+                    "re-INVITE answered {}",
+                    resp.status_code.code()
+                )));
+            }
+            Some(ClientEvent::Timeout) | None => return Err(err("re-INVITE timed out".into())),
+            Some(ClientEvent::TransportError(e)) => {
+                return Err(err(format!("re-INVITE not sent: {e}")));
+            }
+        }
+    }
 }

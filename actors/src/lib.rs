@@ -8,6 +8,7 @@
 //! - `call`: `CallActor`, a back-to-back user agent per call (caller leg A, agent leg B).
 //! - `queue`: `QueueActor`, matching waiting calls with the longest-idle skilled agent.
 //! - `agent`: `AgentActor`, registrar (digest auth, expiry) and wrap-up timer per agent.
+//! - `membership`: announcing the node, fencing it when cut off, declaring dead nodes (leader).
 //! - `supervisor`: the call supervisor (a failed call ends cleanly, alone) and the restarting
 //!   supervisor of queue and agent actors.
 //! - `error`: [`ActorError`].
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod call;
 mod error;
+mod membership;
 pub mod queue;
 pub mod sip;
 pub mod supervisor;

@@ -78,6 +78,10 @@ async fn match_calls(st: &mut QueueState) {
         let mut taken: HashSet<String> = HashSet::new();
         let mut offers = Vec::new();
         for call in sm.waiting(&st.id) {
+            // Each node offers only the calls it owns (their actor and media run here).
+            if call.owner != st.sw.node_id {
+                continue;
+            }
             let mut exclude: Vec<String> = taken.iter().cloned().collect();
             let tried = st.tried.get(&call.call_id);
             if let Some(t) = tried {

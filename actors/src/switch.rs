@@ -54,6 +54,14 @@ pub struct Switch {
     call_sup: OnceLock<ActorRef<CallSupMsg>>,
     /// Supervisor of queue and agent actors (restarts them: their state is in the log).
     member_sup: OnceLock<ActorRef<SupMsg>>,
+    /// Set while this node is cut off from the majority: it serves no calls.
+    pub(crate) fenced: AtomicBool,
+    /// SIP UDP, SIP TCP and HTTP addresses, for re-announcing after a cut.
+    pub(crate) addresses: parking_lot::Mutex<(
+        Option<std::net::SocketAddr>,
+        Option<std::net::SocketAddr>,
+        Option<std::net::SocketAddr>,
+    )>,
     /// Serializes starting queue and agent actors (start-up and the pump both may ask).
     spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
@@ -86,6 +94,8 @@ impl Switch {
             call_sup: OnceLock::new(),
             member_sup: OnceLock::new(),
             spawn_lock: tokio::sync::Mutex::new(()),
+            fenced: AtomicBool::new(false),
+            addresses: parking_lot::Mutex::new((None, None, None)),
             shutting_down: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             fault_injection,
@@ -113,6 +123,7 @@ impl Switch {
         })?;
         let _ = sw.member_sup.set(member_sup);
         tokio::spawn(pump(sw.clone(), sw.log.subscribe()));
+        tokio::spawn(crate::membership::watch(sw.clone()));
         sw.provision().await?;
         let (queues, agents): (Vec<String>, Vec<String>) = sw.log.read(|sm| {
             (
@@ -327,6 +338,39 @@ impl Switch {
         }
     }
 
+    /// Resumes a call this node took over from a dead one (re-INVITEs both legs).
+    async fn resume_call(self: Arc<Self>, call_id: &str) {
+        let Some(record) = self.log.read(|sm| sm.call(call_id).cloned()) else {
+            return;
+        };
+        let queue = record
+            .queue
+            .as_ref()
+            .and_then(|q| self.log.read(|sm| sm.queues().get(q).cloned()));
+        let Some(queue) = queue else {
+            tracing::warn!(call_id, "taken-over call has no queue; ending it");
+            crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
+            return;
+        };
+        let Some(sup) = self.call_sup.get() else {
+            return;
+        };
+        tracing::info!(
+            call_id,
+            from_phase = record.phase.as_str(),
+            "resuming a call from a dead node"
+        );
+        let args = CallArgs::Resume {
+            sw: self.clone(),
+            record: Box::new(record),
+            queue,
+        };
+        if let Err(e) = Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
+            tracing::warn!(call_id, error = %e, "resuming failed");
+            crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
+        }
+    }
+
     /// Spawns a call actor for a new INVITE (supervised: a failure ends only that call).
     async fn new_call(
         self: Arc<Self>,
@@ -353,7 +397,7 @@ impl Switch {
         let Some(sup) = self.call_sup.get() else {
             return;
         };
-        let args = CallArgs {
+        let args = CallArgs::New {
             sw: self.clone(),
             invite: request,
             source,
@@ -480,6 +524,15 @@ impl Switch {
                     let _ = tx.respond(response_for(&request, 503, Some("Shutting down"), None));
                     return;
                 }
+                if self.is_fenced() {
+                    let _ = tx.respond(response_for(
+                        &request,
+                        503,
+                        Some("Node cut off from the cluster majority"),
+                        None,
+                    ));
+                    return;
+                }
                 tokio::spawn(self.new_call(request, source, tx));
             }
             rsip::Method::Invite
@@ -564,7 +617,9 @@ async fn pump(
                 Event::CallEnded(cdr) => {
                     metrics::counter!("lingxi_calls_total", "outcome" => cdr.outcome.clone())
                         .increment(1);
-                    if let (Some(agent), Some(queue)) = (&cdr.agent, &cdr.queue) {
+                    if let (Some(agent), Some(queue), true) =
+                        (&cdr.agent, &cdr.queue, cdr.node == sw.node_id)
+                    {
                         let secs = sw
                             .log
                             .read(|sm| sm.queues().get(queue).map(|q| q.wrapup_secs));
@@ -575,7 +630,12 @@ async fn pump(
                         }
                     }
                 }
-                Event::CallChanged { .. } => {}
+                Event::CallOwnerChanged { call_id, to, .. } if *to == sw.node_id => {
+                    sw.clone().resume_call(call_id).await;
+                }
+                Event::CallChanged { .. }
+                | Event::CallOwnerChanged { .. }
+                | Event::MemberChanged { .. } => {}
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Commands: every change of state that must outlive a node.
 
 use crate::DialogState;
-use crate::model::{AgentState, CallLeg, Millis, QueueSpec, Registration};
+use crate::model::{AgentState, CallLeg, Member, Millis, QueueSpec, Registration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -47,6 +47,23 @@ pub enum Command {
         id: String,
         /// The new binding, or `None` to unregister.
         registration: Option<Registration>,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Unbind an agent's phone because its binding lapsed (refused if it was refreshed since).
+    ExpireRegistration {
+        /// Agent id.
+        id: String,
+        /// Now: the binding must have expired by then.
+        at_ms: Millis,
+    },
+    /// A node announces itself (start, restart, recovery): it may own calls again.
+    MemberUp(Member),
+    /// A node is declared dead: its calls move to live nodes (ringing ones go back to their
+    /// queue, keeping their place).
+    NodeDown {
+        /// The dead node's name.
+        node: String,
         /// When.
         at_ms: Millis,
     },
@@ -158,6 +175,9 @@ impl Command {
             Command::RemoveAgent { .. } => "remove_agent",
             Command::SetAgentState { .. } => "set_agent_state",
             Command::Register { .. } => "register",
+            Command::ExpireRegistration { .. } => "expire_registration",
+            Command::MemberUp(_) => "member_up",
+            Command::NodeDown { .. } => "node_down",
             Command::UpsertQueue(_) => "upsert_queue",
             Command::RemoveQueue { .. } => "remove_queue",
             Command::CallArrived { .. } => "call_arrived",

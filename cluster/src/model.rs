@@ -208,6 +208,9 @@ pub struct CallRecord {
     pub offers: u32,
     /// WAV recording of the call, when recording.
     pub recording: Option<String>,
+    /// How many times the call moved to another node because its owner died.
+    #[serde(default)]
+    pub failovers: u32,
 }
 
 /// A call detail record: one per call, written when it ends.
@@ -243,6 +246,28 @@ pub struct Cdr {
     pub offers: u32,
     /// Node that owned the call at the end.
     pub node: String,
+    /// How many times the call was resumed on another node after its owner died.
+    #[serde(default)]
+    pub failovers: u32,
     /// Log index at which the call ended: orders CDRs and makes their key unique.
     pub index: u64,
+}
+
+/// A node of the cluster, as the state machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's name (`node.id`), the owner name calls carry.
+    pub node: String,
+    /// Its Raft id (0 on a single node).
+    pub raft_id: u64,
+    /// Where it takes SIP over UDP.
+    pub sip_udp: Option<SocketAddr>,
+    /// Where it takes SIP over TCP.
+    pub sip_tcp: Option<SocketAddr>,
+    /// Where its HTTP API listens.
+    pub http: Option<SocketAddr>,
+    /// Whether it is serving (false once declared dead, until it announces itself again).
+    pub alive: bool,
+    /// When `alive` last changed.
+    pub since_ms: Millis,
 }

@@ -2,7 +2,9 @@
 
 use crate::command::Command;
 use crate::error::ClusterError;
-use crate::model::{Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Millis, QueueSpec};
+use crate::model::{
+    Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Member, Millis, QueueSpec,
+};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +46,22 @@ pub enum Event {
         /// Call id.
         call_id: String,
     },
+    /// A call moved to another node (its owner died): `to` must resume it.
+    CallOwnerChanged {
+        /// Call id.
+        call_id: String,
+        /// The dead owner.
+        from: String,
+        /// The new owner.
+        to: String,
+    },
+    /// A node came up or was declared dead.
+    MemberChanged {
+        /// Node name.
+        node: String,
+        /// Whether it serves now.
+        alive: bool,
+    },
     /// A call ended and its CDR was written.
     CallEnded(Cdr),
 }
@@ -62,6 +80,9 @@ pub struct StateMachine {
     queues: BTreeMap<String, QueueSpec>,
     /// Live calls by id.
     calls: BTreeMap<String, CallRecord>,
+    /// Cluster members by node name.
+    #[serde(default)]
+    members: BTreeMap<String, Member>,
     /// Waiting calls per queue in service order; derived from `calls`, rebuilt after restore.
     #[serde(skip)]
     waiting: BTreeMap<String, BTreeSet<WaitKey>>,
@@ -214,6 +235,49 @@ impl StateMachine {
                     state: agent.state,
                 }])
             }
+            Command::ExpireRegistration { id, at_ms } => {
+                let agent = self
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+                if !agent
+                    .registration
+                    .as_ref()
+                    .is_some_and(|r| r.expires_at_ms <= *at_ms)
+                {
+                    return Ok(vec![]);
+                }
+                agent.registration = None;
+                if matches!(
+                    agent.state,
+                    AgentState::Ready | AgentState::NotReady | AgentState::WrapUp
+                ) {
+                    set_state(agent, AgentState::LoggedOut, None, *at_ms);
+                    agent.call_id = None;
+                }
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
+            }
+            Command::MemberUp(m) => {
+                let changed = self
+                    .members
+                    .get(&m.node)
+                    .is_none_or(|old| !old.alive || old != m);
+                let mut m = m.clone();
+                m.alive = true;
+                self.members.insert(m.node.clone(), m.clone());
+                Ok(if changed {
+                    vec![Event::MemberChanged {
+                        node: m.node,
+                        alive: true,
+                    }]
+                } else {
+                    vec![]
+                })
+            }
+            Command::NodeDown { node, at_ms } => self.node_down(node, *at_ms),
             Command::UpsertQueue(spec) => {
                 self.queues.insert(spec.id.clone(), spec.clone());
                 Ok(vec![Event::QueueChanged {
@@ -242,6 +306,12 @@ impl StateMachine {
                 a_leg,
                 at_ms,
             } => {
+                if self.members.get(owner).is_some_and(|m| !m.alive) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("call {call_id} arriving at {owner}"),
+                        detail: "that node was declared dead; it must announce itself first".into(),
+                    });
+                }
                 if self.calls.contains_key(call_id) {
                     return Err(ClusterError::Conflict {
                         what: format!("call {call_id} arriving"),
@@ -267,6 +337,7 @@ impl StateMachine {
                         b_leg: None,
                         offers: 0,
                         recording: None,
+                        failovers: 0,
                     },
                 );
                 Ok(vec![Event::CallChanged {
@@ -497,17 +568,101 @@ impl StateMachine {
                         .answered_ms
                         .map(|a| secs(at_ms.saturating_sub(a)))
                         .unwrap_or(0.0),
-                    outcome: outcome.clone(),
+                    outcome: if call.failovers > 0 && outcome == "call.completed" {
+                        "failover.resumed".to_string()
+                    } else {
+                        outcome.clone()
+                    },
                     ended_by: ended_by.clone(),
                     recording: call.recording,
                     offers: call.offers,
                     node: call.owner,
+                    failovers: call.failovers,
                     index,
                 };
                 events.push(Event::CallEnded(cdr));
                 Ok(events)
             }
         }
+    }
+
+    /// Marks `node` dead and hands its calls to the live members, in turn (sorted by name).
+    fn node_down(&mut self, node: &str, at_ms: Millis) -> Result<Vec<Event>, ClusterError> {
+        let Some(m) = self.members.get_mut(node) else {
+            return Err(ClusterError::Conflict {
+                what: format!("declaring {node} dead"),
+                detail: "no such member".into(),
+            });
+        };
+        if !m.alive {
+            return Ok(vec![]);
+        }
+        m.alive = false;
+        m.since_ms = at_ms;
+        let mut events = vec![Event::MemberChanged {
+            node: node.to_string(),
+            alive: false,
+        }];
+        let live: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.alive)
+            .map(|m| m.node.clone())
+            .collect();
+        if live.is_empty() {
+            return Ok(events);
+        }
+        let orphans: Vec<String> = self
+            .calls
+            .values()
+            .filter(|c| c.owner == node)
+            .map(|c| c.call_id.clone())
+            .collect();
+        for (i, call_id) in orphans.into_iter().enumerate() {
+            let to = live[i % live.len()].clone();
+            let call = self.calls.get_mut(&call_id).expect("listed above");
+            call.owner = to.clone();
+            call.failovers += 1;
+            if call.phase == CallPhase::Ringing {
+                // The dead node's INVITE to the agent cannot be answered to anyone: offer again.
+                if let Some(agent) = call.agent.take().and_then(|a| self.agents.get_mut(&a)) {
+                    if agent.call_id.as_deref() == Some(call_id.as_str())
+                        && agent.state == AgentState::Ringing
+                    {
+                        let idle = agent.idle_since_ms;
+                        set_state(agent, AgentState::Ready, None, at_ms);
+                        agent.idle_since_ms = idle;
+                        agent.call_id = None;
+                        events.push(Event::AgentChanged {
+                            id: agent.id.clone(),
+                            state: agent.state,
+                        });
+                    }
+                }
+                call.phase = CallPhase::Queued;
+                if let Some(q) = call.queue.clone() {
+                    self.waiting
+                        .entry(q.clone())
+                        .or_default()
+                        .insert(wait_key(call));
+                    events.push(Event::CallWaiting {
+                        call_id: call_id.clone(),
+                        queue: q,
+                    });
+                }
+            }
+            events.push(Event::CallOwnerChanged {
+                call_id,
+                from: node.to_string(),
+                to,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Cluster members by node name.
+    pub fn members(&self) -> &BTreeMap<String, Member> {
+        &self.members
     }
 
     fn agent(&self, id: &str) -> Result<&Agent, ClusterError> {

@@ -43,8 +43,8 @@ pub use agent::AgentConfig;
 pub use error::{ConfigError, Problem};
 pub use queue::{OverflowAction, OverflowConfig, QueueConfig};
 pub use sections::{
-    AcdSection, CodecName, DebugSection, HttpSection, MediaSection, NodeSection, RecordingSection,
-    SipSection,
+    AcdSection, ClusterSection, CodecName, DebugSection, HttpSection, MediaSection, NodeSection,
+    PeerConfig, RecordingSection, SipSection,
 };
 
 /// A node's whole configuration, one field per TOML section.
@@ -67,6 +67,8 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// `[[agents]]`: the agents who answer.
     pub agents: Vec<AgentConfig>,
+    /// `[cluster]`: Raft membership and failover; off by default.
+    pub cluster: ClusterSection,
     /// `[debug]`: test switches, off by default.
     pub debug: DebugSection,
 }

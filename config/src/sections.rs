@@ -270,3 +270,66 @@ pub struct DebugSection {
     /// test suite proves that one failing call disturbs no other. Never enable it in service.
     pub fault_injection: bool,
 }
+
+/// `[cluster]`: Raft membership and failover. Off by default: a node runs alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Run as a member of a Raft cluster (else the node commits to its own storage alone).
+    pub enabled: bool,
+    /// This node's Raft id: unique in the cluster, never reused, not 0.
+    pub raft_id: u64,
+    /// Where the node-to-node (Raft) transport listens.
+    pub listen: SocketAddr,
+    /// The other members known at start: their Raft ids and transport addresses.
+    pub peers: Vec<PeerConfig>,
+    /// Form a new cluster from this node and `peers` (true), or start empty and wait to be
+    /// added with `lingxi cluster join` (false).
+    pub bootstrap: bool,
+    /// Raft tick: heartbeats and elections count in ticks.
+    pub tick_ms: u64,
+    /// Ticks without a leader before an election; also how long a cut-off node keeps serving
+    /// its calls (its lease) before it stops them.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Silence after which the leader declares a node dead and moves its calls. Must exceed
+    /// the lease (`election_ticks × tick_ms`) so a call is never served by two nodes.
+    pub failure_detection_ms: u64,
+    /// Applied entries between snapshots (the log is compacted at each).
+    pub snapshot_every: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            enabled: false,
+            raft_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            peers: Vec::new(),
+            bootstrap: true,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            failure_detection_ms: 700,
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// How long a node cut off from the leader keeps serving calls before it stops them.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.tick_ms * self.election_ticks as u64)
+    }
+}
+
+/// One other member of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its Raft id.
+    pub id: u64,
+    /// Its Raft transport address, `host:port`.
+    pub addr: String,
+}

@@ -16,10 +16,62 @@ impl Config {
         self.check_media(&mut p);
         self.check_queues(&mut p);
         self.check_agents(&mut p);
+        self.check_cluster(&mut p);
         if p.0.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(p.0))
+        }
+    }
+
+    fn check_cluster(&self, p: &mut Problems) {
+        let c = &self.cluster;
+        if !c.enabled {
+            return;
+        }
+        if c.raft_id == 0 {
+            p.add("cluster.raft_id", "must not be 0");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, peer) in c.peers.iter().enumerate() {
+            if peer.id == 0 || peer.id == c.raft_id || !seen.insert(peer.id) {
+                p.add(
+                    format!("cluster.peers[{i}].id"),
+                    format!(
+                        "{} must be non-zero, unique and not this node's raft_id",
+                        peer.id
+                    ),
+                );
+            }
+            if peer
+                .addr
+                .rsplit_once(':')
+                .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+            {
+                p.add(
+                    format!("cluster.peers[{i}].addr"),
+                    format!("{:?} is not host:port", peer.addr),
+                );
+            }
+        }
+        if c.tick_ms == 0 {
+            p.add("cluster.tick_ms", "must be at least 1");
+        }
+        if c.heartbeat_ticks == 0 || c.heartbeat_ticks >= c.election_ticks {
+            p.add(
+                "cluster.heartbeat_ticks",
+                "must be at least 1 and below cluster.election_ticks",
+            );
+        }
+        let lease = c.tick_ms.saturating_mul(c.election_ticks as u64);
+        if c.failure_detection_ms <= lease {
+            p.add(
+                "cluster.failure_detection_ms",
+                format!("must exceed the lease election_ticks × tick_ms = {lease} ms, or a cut-off node could still serve calls that moved"),
+            );
+        }
+        if c.snapshot_every == 0 {
+            p.add("cluster.snapshot_every", "must be at least 1");
         }
     }
 

@@ -149,6 +149,8 @@ struct Shared {
     store: Arc<dyn LogStore>,
     /// Raft storage, kept to flush it.
     storage: RaftStorage,
+    /// When a Raft message last came from each peer: the failure detector reads it.
+    last_heard: Mutex<HashMap<u64, Instant>>,
 }
 
 enum Request {
@@ -306,6 +308,7 @@ impl RaftLog {
             }),
             store,
             storage: storage.clone(),
+            last_heard: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel(8192);
         let stop = CancellationToken::new();
@@ -330,6 +333,7 @@ impl RaftLog {
             unreachable: Vec::new(),
             snapshot_reports: Vec::new(),
             last_leader: 0,
+            ticks: 0,
             conf_changed: false,
         };
         // Replays the committed log now, so `read` sees the restored state at once.
@@ -381,6 +385,17 @@ impl RaftLog {
     /// This node's view of the cluster.
     pub fn status(&self) -> RaftStatus {
         self.shared.status.read().clone()
+    }
+
+    /// How long since a Raft message last came from each peer that ever sent one.
+    pub fn silence(&self) -> BTreeMap<u64, Duration> {
+        let now = Instant::now();
+        self.shared
+            .last_heard
+            .lock()
+            .iter()
+            .map(|(id, t)| (*id, now.saturating_duration_since(*t)))
+            .collect()
     }
 
     /// This node's id.
@@ -511,6 +526,8 @@ struct Driver {
     snapshot_reports: Vec<(u64, SnapshotStatus)>,
     /// Leader at the last status, to count changes.
     last_leader: u64,
+    /// Ticks since start, to pace liveness pings.
+    ticks: u64,
     /// A conf change was applied since the last snapshot: the next snapshot is taken at
     /// once, because a node only accepts a snapshot whose membership includes it.
     conf_changed: bool,
@@ -527,6 +544,10 @@ impl Driver {
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.expire();
+                    self.ticks = self.ticks.wrapping_add(1);
+                    if self.ticks % 2 == 0 {
+                        self.ping_peers();
+                    }
                 }
                 env = self.inbox.recv(), if self.inbox_open => match env {
                     Some(env) => self.on_envelope(env),
@@ -569,6 +590,16 @@ impl Driver {
             }
         }
         self.publish_status();
+    }
+
+    /// Tells every known peer this node is alive (see [`Envelope::Ping`]).
+    fn ping_peers(&mut self) {
+        let me = self.cfg.id;
+        for id in self.peers.keys() {
+            if *id != me {
+                self.transport.send(*id, Envelope::Ping { from: me });
+            }
+        }
     }
 
     fn next_tag(&mut self) -> u64 {
@@ -675,9 +706,13 @@ impl Driver {
     fn on_envelope(&mut self, env: Envelope) {
         match env {
             Envelope::Raft(m) => {
+                self.shared.last_heard.lock().insert(m.from, Instant::now());
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft message not stepped");
                 }
+            }
+            Envelope::Ping { from } => {
+                self.shared.last_heard.lock().insert(from, Instant::now());
             }
             Envelope::Forward(f) => {
                 if self.raw.raft.state != StateRole::Leader {

@@ -30,6 +30,13 @@ pub enum Envelope {
     Raft(Box<Message>),
     /// Proposals or a membership change sent by a follower to the leader.
     Forward(Forward),
+    /// "I am alive", sent by every node to every peer each few ticks. Followers do not
+    /// otherwise talk to each other; these let a node tell whether it still reaches a
+    /// majority (else it stops serving its calls) and let the leader detect dead nodes.
+    Ping {
+        /// The sender's Raft id.
+        from: u64,
+    },
 }
 
 /// A follower's proposals (or conf change), for the leader to put in the log. The leader
@@ -62,6 +69,8 @@ pub(super) enum ForwardBody {
 
 const KIND_RAFT: u8 = 1;
 const KIND_FORWARD: u8 = 2;
+/// Frame kind of a liveness ping (payload: the sender id, 8 bytes big-endian).
+const KIND_PING: u8 = 3;
 const MAGIC: &[u8; 4] = b"LXRF";
 /// Largest frame accepted: snapshots travel in one message.
 const MAX_FRAME: usize = 256 << 20;
@@ -82,6 +91,7 @@ pub fn encode_frame(env: &Envelope, out: &mut Vec<u8>) -> Result<(), RaftError> 
                 detail: format!("encoding a forwarded proposal: {e}"),
             })?,
         ),
+        Envelope::Ping { from } => (KIND_PING, from.to_be_bytes().to_vec()),
     };
     let len = u32::try_from(payload.len() + 1)
         .ok()
@@ -108,6 +118,14 @@ pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Envelope, RaftError> {
             .map(Envelope::Forward)
             .map_err(|e| RaftError::Frame {
                 detail: format!("decoding a forwarded proposal: {e}"),
+            }),
+        KIND_PING => payload
+            .try_into()
+            .map(|b: [u8; 8]| Envelope::Ping {
+                from: u64::from_be_bytes(b),
+            })
+            .map_err(|_| RaftError::Frame {
+                detail: format!("ping of {} bytes, expected 8", payload.len()),
             }),
         k => Err(RaftError::Frame {
             detail: format!("unknown frame kind {k}"),
