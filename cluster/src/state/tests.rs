@@ -530,3 +530,182 @@ async fn the_log_replays_after_restart_without_duplicating_cdrs() {
     assert_eq!(cdrs.len(), 1);
     assert_eq!(cdrs[0].outcome, "queue.abandoned");
 }
+
+fn member(node: &str, raft_id: u64) -> Command {
+    Command::MemberUp(crate::model::Member {
+        node: node.into(),
+        raft_id,
+        sip_udp: None,
+        sip_tcp: None,
+        http: None,
+        alive: true,
+        since_ms: 0,
+    })
+}
+
+fn arrive_at(id: &str, owner: &str, at_ms: u64) -> Command {
+    match arrive(id, at_ms) {
+        Command::CallArrived {
+            call_id,
+            caller,
+            called,
+            a_leg,
+            at_ms,
+            ..
+        } => Command::CallArrived {
+            call_id,
+            caller,
+            called,
+            owner: owner.into(),
+            a_leg,
+            at_ms,
+        },
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_dead_nodes_calls_move_to_live_nodes_and_ringing_ones_are_offered_again() {
+    let mut sm = StateMachine::new();
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+            member("n1", 1),
+            member("n2", 2),
+            member("n3", 3),
+        ],
+    );
+    run(
+        &mut sm,
+        vec![
+            arrive_at("talk", "n1", 10),
+            enqueue("talk", 5, 10),
+            Command::CallOffered {
+                call_id: "talk".into(),
+                agent: "1001".into(),
+                at_ms: 11,
+            },
+            Command::CallAnswered {
+                call_id: "talk".into(),
+                agent: "1001".into(),
+                b_leg: dialog("b"),
+                recording: None,
+                at_ms: 12,
+            },
+            agent("1002", 5),
+            register("1002", 13),
+            arrive_at("ring", "n1", 14),
+            enqueue("ring", 5, 14),
+            Command::CallOffered {
+                call_id: "ring".into(),
+                agent: "1002".into(),
+                at_ms: 15,
+            },
+            arrive_at("stay", "n2", 16),
+        ],
+    );
+    let events = run(
+        &mut sm,
+        vec![Command::NodeDown {
+            node: "n1".into(),
+            at_ms: 20,
+        }],
+    );
+    let moved: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CallOwnerChanged { call_id, to, .. } => Some((call_id.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    // Two orphans, handed out in turn to the live nodes, in call-id order.
+    assert_eq!(
+        moved,
+        [
+            ("ring".to_string(), "n2".to_string()),
+            ("talk".to_string(), "n3".to_string())
+        ]
+    );
+    assert_eq!(sm.call("stay").unwrap().owner, "n2");
+    let talk = sm.call("talk").unwrap();
+    assert_eq!(
+        (talk.phase, talk.failovers, talk.agent.as_deref()),
+        (CallPhase::Talking, 1, Some("1001"))
+    );
+    // The ringing call is back in its queue and its agent free again.
+    let ring = sm.call("ring").unwrap();
+    assert_eq!(
+        (ring.phase, ring.agent.as_deref()),
+        (CallPhase::Queued, None)
+    );
+    assert_eq!(sm.agent_by_id("1002").unwrap().state, AgentState::Ready);
+    assert!(events.contains(&Event::CallWaiting {
+        call_id: "ring".into(),
+        queue: "support".into()
+    }));
+    assert!(!sm.members()["n1"].alive);
+    // Declaring it dead twice changes nothing; a dead node cannot start calls.
+    assert!(
+        run(
+            &mut sm,
+            vec![Command::NodeDown {
+                node: "n1".into(),
+                at_ms: 21
+            }]
+        )
+        .is_empty()
+    );
+    assert!(matches!(
+        try_apply(&mut sm, arrive_at("late", "n1", 22)),
+        Err(ClusterError::Conflict { .. })
+    ));
+    // Until it announces itself again.
+    run(&mut sm, vec![member("n1", 1), arrive_at("late", "n1", 23)]);
+    // A resumed call that completes says so in its CDR.
+    let events = run(
+        &mut sm,
+        vec![Command::CallEnded {
+            call_id: "talk".into(),
+            outcome: "call.completed".into(),
+            ended_by: "caller".into(),
+            wrapup_secs: 0,
+            at_ms: 30,
+        }],
+    );
+    assert!(
+        matches!(&events[..], [.., Event::CallEnded(c)] if c.outcome == "failover.resumed" && c.failovers == 1 && c.node == "n3")
+    );
+}
+
+#[test]
+fn an_expired_binding_is_removed_but_a_refreshed_one_is_kept() {
+    let mut sm = StateMachine::new();
+    run(&mut sm, vec![agent("1001", 5), register("1001", 1_000)]);
+    // Binding runs to 601_000: too early, nothing happens.
+    assert!(
+        run(
+            &mut sm,
+            vec![Command::ExpireRegistration {
+                id: "1001".into(),
+                at_ms: 600_000
+            }]
+        )
+        .is_empty()
+    );
+    assert!(sm.agent_by_id("1001").unwrap().registration.is_some());
+    run(
+        &mut sm,
+        vec![Command::ExpireRegistration {
+            id: "1001".into(),
+            at_ms: 601_000,
+        }],
+    );
+    let a = sm.agent_by_id("1001").unwrap();
+    assert_eq!(
+        (a.state, a.registration.is_none()),
+        (AgentState::LoggedOut, true)
+    );
+}
