@@ -14,5 +14,7 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The cluster tests run real `lingxi` processes: build the binary first.
+cargo build --locked -p lingxi-node
 # Two test threads: the suites start real nodes and sipp processes on loopback.
 cargo test --workspace --locked -- --test-threads=2 "$@"

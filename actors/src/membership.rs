@@ -41,6 +41,19 @@ impl Switch {
         Ok(())
     }
 
+    /// [`Switch::announce`], then takes back the calls still recorded as this node's (it
+    /// restarted before anyone declared it dead).
+    pub async fn announce_and_resume(
+        self: &Arc<Self>,
+        sip_udp: Option<SocketAddr>,
+        sip_tcp: Option<SocketAddr>,
+        http: Option<SocketAddr>,
+    ) -> Result<(), crate::ActorError> {
+        self.announce(sip_udp, sip_tcp, http).await?;
+        tokio::spawn(self.clone().resume_orphans());
+        Ok(())
+    }
+
     /// Whether this node is cut off from the majority and serves no calls.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)

@@ -170,8 +170,25 @@ impl Switch {
     }
 
     /// Connects the SIP transaction layer; from now on requests are served.
-    pub fn attach_endpoint(&self, endpoint: Endpoint) {
+    pub fn attach_endpoint(self: &Arc<Self>, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
+        if self.log.as_raft().is_none() {
+            // Alone, every live call in the restored state was this node's: take them back.
+            tokio::spawn(self.clone().resume_orphans());
+        }
+    }
+
+    /// Resumes the calls the state says this node owns but no actor here runs: after a
+    /// restart (the process died mid-call) the legs are re-INVITEd to fresh media.
+    pub async fn resume_orphans(self: Arc<Self>) {
+        let mine: Vec<String> = self.log.read(|sm| {
+            sm.calls().values().filter(|c| c.owner == self.node_id).map(|c| c.call_id.clone()).collect()
+        });
+        for call_id in mine {
+            if !self.calls.contains_key(&call_id) {
+                self.clone().resume_call(&call_id).await;
+            }
+        }
     }
 
     /// The transaction user to hand to [`Endpoint::new`].
