@@ -325,7 +325,13 @@ rate = lambda k: round((plateau[-1][k] - plateau[0][k]) / (plateau[-1][0] - plat
 b, a = json.load(open(f'{d}/cpu_before.json')), json.load(open(f'{d}/cpu_after.json'))
 cpu = {k: round((a[k] - b[k]) / a['_hz'] / wall * 100, 1) for k in ('lingxi', 'uas')}
 cdrs = json.load(open(f'{d}/cdrs.json'))
-out = dict(recording=rec == 'true', target_calls=calls, sipp_rc=int(rc),
+# Calls really bridged at once (answered by an agent), from the CDRs: sipp's callers count as
+# live as soon as the switch answers them, also while they wait in the queue.
+edges = sorted([(c['answered_ms'], 1) for c in cdrs if c.get('answered_ms')] + [(c['ended_ms'], -1) for c in cdrs if c.get('answered_ms')])
+level = peak_bridged = 0
+for _, step in edges:
+    level += step; peak_bridged = max(peak_bridged, level)
+out = dict(peak_bridged=peak_bridged, recording=rec == 'true', target_calls=calls, sipp_rc=int(rc),
            created=int(last[ix['TotalCallCreated']]), ok=int(last[ix['SuccessfulCall(C)']]),
            failed=int(last[ix['FailedCall(C)']]), retrans=int(last[ix['Retransmissions(C)']]),
            plateau_samples=len(plateau), plateau_live_calls=live,

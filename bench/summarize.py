@@ -22,7 +22,11 @@ def med(xs):
 
 
 def passed(d):
-    return d['failed_pct'] < 0.1 and (d['sustained_cps_median'] or 0) >= 0.9 * d['target_cps']
+    """The anchor's rule (< 0.1 % failed at ≥ 90 % of the rate); for Lingxi also ≥ 99.9 % of calls
+    bridged to an agent: the switch answers callers at once, so sipp alone cannot see a call that
+    waited in the queue until the caller hung up."""
+    bridged = d['bridged'] / max(1, d['created']) >= 0.999 if 'bridged' in d else True
+    return d['failed_pct'] < 0.1 and (d['sustained_cps_median'] or 0) >= 0.9 * d['target_cps'] and bridged
 
 
 def ceiling(rows):
@@ -54,7 +58,7 @@ def cps_table(title, rows, proc):
     for d in rows:
         by[d['target_cps']].append(d)
     t = [f'### {title}', '',
-         f'| target cps | runs | achieved cps (median) | failed % | retrans | bridged to agent % | {proc} CPU % of 1 core | sipp uas+uac CPU % | machine busy % (of 200) | pass (< 0.1 % failed) |',
+         f'| target cps | runs | achieved cps (median) | failed % | retrans | bridged to agent % | {proc} CPU % of 1 core | sipp uas+uac CPU % | machine busy % (of 200) | pass |',
          '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
     for rate in sorted(by):
         ds = by[rate]
@@ -81,11 +85,11 @@ if lx and km:
 conc = load('lingxi_conc.jsonl')
 if conc:
     out += ['### Lingxi: concurrent bridged calls with RTP', '',
-            '| recording | target calls | failed | live calls at plateau | RTP in pkt/s | RTP out pkt/s | expected each way | idle RSS MiB | plateau RSS MiB | KiB per call | lingxi CPU % of 1 core |',
-            '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+            '| recording | target calls | failed | peak bridged (CDRs) | callers live at plateau (sipp) | RTP in pkt/s | RTP out pkt/s | expected each way | idle RSS MiB | plateau RSS MiB | KiB per call | lingxi CPU % of 1 core |',
+            '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for d in conc:
-        out.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
-            'on' if d['recording'] else 'off', d['target_calls'], d['failed'], d['plateau_live_calls'],
+        out.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+            'on' if d['recording'] else 'off', d['target_calls'], d['failed'], d.get('peak_bridged', 'n/a'), d['plateau_live_calls'],
             d['rtp_in_pps'], d['rtp_out_pps'], d['expected_pps_each_way'], round(d['idle_rss_kb'] / 1024, 1),
             round(d['plateau_rss_kb'] / 1024, 1) if d['plateau_rss_kb'] else None, d['kib_per_call'],
             d['cpu_pct_of_one_core_whole_run']['lingxi']))
