@@ -75,34 +75,28 @@ struct Offer {
 async fn match_calls(st: &mut QueueState) {
     let now = now_ms();
     let offers: Vec<Offer> = st.sw.log.read(|sm| {
-        let mut taken: HashSet<String> = HashSet::new();
+        let mut taken: HashSet<&str> = HashSet::new();
         let mut offers = Vec::new();
         for call in sm.waiting(&st.id) {
             // Each node offers only the calls it owns (their actor and media run here).
             if call.owner != st.sw.node_id {
                 continue;
             }
-            let mut exclude: Vec<String> = taken.iter().cloned().collect();
             let tried = st.tried.get(&call.call_id);
-            if let Some(t) = tried {
-                exclude.extend(t.iter().cloned());
-            }
-            let mut agent = sm.pick_agent(&st.id, now, &exclude);
-            if agent.is_none() && tried.is_some() {
-                // Everyone eligible has had a go: start the round again.
-                let fresh: Vec<String> = taken.iter().cloned().collect();
-                agent = sm.pick_agent(&st.id, now, &fresh);
-            }
-            let Some(agent) = agent else {
-                if taken.is_empty() && sm.pick_agent(&st.id, now, &[]).is_none() {
-                    break; // nobody is ready at all
-                }
-                continue;
+            let skip =
+                |id: &str| taken.contains(id) || tried.is_some_and(|t| t.iter().any(|x| x == id));
+            let agent = match sm.pick_agent_where(&st.id, now, skip) {
+                Some(a) => a,
+                // Everyone eligible has had a go (or nobody is free): start the round again.
+                None => match sm.pick_agent_where(&st.id, now, |id| taken.contains(id)) {
+                    Some(a) => a,
+                    None => break, // no free agent for this queue at all
+                },
             };
             let Some(registration) = agent.registration.clone() else {
                 continue;
             };
-            taken.insert(agent.id.clone());
+            taken.insert(agent.id.as_str());
             offers.push(Offer {
                 call_id: call.call_id.clone(),
                 agent: agent.id.clone(),
@@ -115,23 +109,31 @@ async fn match_calls(st: &mut QueueState) {
     st.sw
         .log
         .read(|sm| st.tried.retain(|call_id, _| sm.call(call_id).is_some()));
+    // Propose the round's offers together: the log commits them in one batch.
+    let mut round = tokio::task::JoinSet::new();
     for offer in offers {
-        let cmd = Command::CallOffered {
-            call_id: offer.call_id.clone(),
-            agent: offer.agent.clone(),
-            at_ms: now_ms(),
-        };
-        match st.sw.log.propose(cmd).await {
+        let log = st.sw.log.clone();
+        round.spawn(async move {
+            let cmd = Command::CallOffered {
+                call_id: offer.call_id.clone(),
+                agent: offer.agent.clone(),
+                at_ms: now_ms(),
+            };
+            let res = log.propose(cmd).await;
+            (offer, res)
+        });
+    }
+    let mut refused = 0usize;
+    while let Some(joined) = round.join_next().await {
+        let Ok((offer, res)) = joined else { continue };
+        match res {
             Ok(_) => {
                 let tried = st.tried.entry(offer.call_id.clone()).or_default();
-                if !tried.contains(&offer.agent) {
-                    tried.push(offer.agent.clone());
-                } else {
+                if tried.contains(&offer.agent) {
                     tried.clear();
-                    tried.push(offer.agent.clone());
                 }
-                let actor = st.sw.calls.get(&offer.call_id).map(|a| a.clone());
-                match actor {
+                tried.push(offer.agent.clone());
+                match st.sw.calls.get(&offer.call_id).map(|a| a.clone()) {
                     Some(actor) => {
                         let _ = actor.cast(CallMsg::Offer {
                             agent: offer.agent,
@@ -144,8 +146,13 @@ async fn match_calls(st: &mut QueueState) {
                 }
             }
             Err(e) => {
-                tracing::debug!(call_id = %offer.call_id, agent = %offer.agent, error = %e, "offer refused")
+                refused += 1;
+                tracing::debug!(call_id = %offer.call_id, agent = %offer.agent, error = %e, "offer refused");
             }
         }
+    }
+    if refused > 0 {
+        // The state moved under us (an agent taken by another queue, a call gone): look again.
+        st.sw.kick_queue(&st.id);
     }
 }

@@ -182,7 +182,11 @@ impl Switch {
     /// restart (the process died mid-call) the legs are re-INVITEd to fresh media.
     pub async fn resume_orphans(self: Arc<Self>) {
         let mine: Vec<String> = self.log.read(|sm| {
-            sm.calls().values().filter(|c| c.owner == self.node_id).map(|c| c.call_id.clone()).collect()
+            sm.calls()
+                .values()
+                .filter(|c| c.owner == self.node_id)
+                .map(|c| c.call_id.clone())
+                .collect()
         });
         for call_id in mine {
             if !self.calls.contains_key(&call_id) {
@@ -539,6 +543,16 @@ impl Switch {
             rsip::Method::Invite if !in_dialog => {
                 if self.is_shutting_down() {
                     let _ = tx.respond(response_for(&request, 503, Some("Shutting down"), None));
+                    return;
+                }
+                let max = self.config.acd.max_calls;
+                if max > 0 && self.live_calls() >= max {
+                    metrics::counter!("lingxi_calls_refused_total", "reason" => "overload")
+                        .increment(1);
+                    let mut r = response_for(&request, 503, Some("Switch at capacity"), None);
+                    r.headers
+                        .push(Header::RetryAfter(rsip::headers::RetryAfter::new("5")));
+                    let _ = tx.respond(r);
                     return;
                 }
                 if self.is_fenced() {

@@ -86,6 +86,12 @@ pub struct StateMachine {
     /// Waiting calls per queue in service order; derived from `calls`, rebuilt after restore.
     #[serde(skip)]
     waiting: BTreeMap<String, BTreeSet<WaitKey>>,
+    /// Ready, registered agents per skill, longest idle first; derived, rebuilt after restore.
+    #[serde(skip)]
+    ready: BTreeMap<String, BTreeSet<(Millis, String)>>,
+    /// Where each agent stands in `ready` (its idle key and skills), to take it out again.
+    #[serde(skip)]
+    ready_keys: BTreeMap<String, (Millis, Vec<String>)>,
 }
 
 impl StateMachine {
@@ -96,6 +102,12 @@ impl StateMachine {
 
     /// Rebuilds the derived indexes after deserializing a snapshot.
     pub fn rebuild_indexes(&mut self) {
+        self.ready.clear();
+        self.ready_keys.clear();
+        let ids: Vec<String> = self.agents.keys().cloned().collect();
+        for id in ids {
+            self.reindex_agent(&id);
+        }
         self.waiting.clear();
         for call in self.calls.values() {
             if call.phase == CallPhase::Queued
@@ -124,7 +136,37 @@ impl StateMachine {
             });
         }
         self.applied = index;
-        self.apply_inner(index, cmd)
+        let events = self.apply_inner(index, cmd)?;
+        for e in &events {
+            if let Event::AgentChanged { id, .. } | Event::AgentRemoved { id } = e {
+                self.reindex_agent(id);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Puts an agent in (or takes it out of) the ready index after any change to it.
+    fn reindex_agent(&mut self, id: &str) {
+        if let Some((idle, skills)) = self.ready_keys.remove(id) {
+            for skill in skills {
+                if let Some(set) = self.ready.get_mut(&skill) {
+                    set.remove(&(idle, id.to_string()));
+                }
+            }
+        }
+        let Some(a) = self.agents.get(id) else { return };
+        if a.state != AgentState::Ready || a.registration.is_none() {
+            return;
+        }
+        let skills: Vec<String> = a.skills.keys().cloned().collect();
+        for skill in &skills {
+            self.ready
+                .entry(skill.clone())
+                .or_default()
+                .insert((a.idle_since_ms, a.id.clone()));
+        }
+        self.ready_keys
+            .insert(a.id.clone(), (a.idle_since_ms, skills));
     }
 
     fn apply_inner(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
@@ -734,22 +776,33 @@ impl StateMachine {
     /// at `now_ms`), with the queue's skill at the minimum proficiency, idle longest, not in
     /// `exclude` (agents that already let this call ring out). Ties go to the lower id.
     pub fn pick_agent(&self, queue: &str, now_ms: Millis, exclude: &[String]) -> Option<&Agent> {
+        self.pick_agent_where(queue, now_ms, |id| exclude.iter().any(|e| e == id))
+    }
+
+    /// [`StateMachine::pick_agent`] with the exclusion as a predicate on the agent id. Walks
+    /// the ready index of the queue's skill in idle order: the cost is the number of ready
+    /// agents skipped, not the number of agents.
+    pub fn pick_agent_where(
+        &self,
+        queue: &str,
+        now_ms: Millis,
+        skip: impl Fn(&str) -> bool,
+    ) -> Option<&Agent> {
         let spec = self.queues.get(queue)?;
-        self.agents
-            .values()
-            .filter(|a| a.state == AgentState::Ready)
-            .filter(|a| {
-                a.registration
-                    .as_ref()
-                    .is_some_and(|r| r.expires_at_ms > now_ms)
+        self.ready
+            .get(&spec.skill)?
+            .iter()
+            .filter(|(_, id)| !skip(id))
+            .filter_map(|(_, id)| self.agents.get(id))
+            .find(|a| {
+                a.state == AgentState::Ready
+                    && a.registration
+                        .as_ref()
+                        .is_some_and(|r| r.expires_at_ms > now_ms)
+                    && a.skills
+                        .get(&spec.skill)
+                        .is_some_and(|p| *p >= spec.min_proficiency)
             })
-            .filter(|a| {
-                a.skills
-                    .get(&spec.skill)
-                    .is_some_and(|p| *p >= spec.min_proficiency)
-            })
-            .filter(|a| !exclude.iter().any(|e| e == &a.id))
-            .min_by(|x, y| (x.idle_since_ms, &x.id).cmp(&(y.idle_since_ms, &y.id)))
     }
 
     /// Whether any agent with the queue's skill is logged in (any state but logged-out).

@@ -50,6 +50,8 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(200))
+            // sled's default page cache is 1 GiB; the state lives in memory anyway.
+            .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|source| ClusterError::Storage {
                 what: format!("opening {}", dir.display()),

@@ -248,6 +248,9 @@ pub struct AcdSection {
     pub max_wait_secs: u64,
     /// How many agents a call is offered to before it overflows; 0 = unlimited.
     pub max_offers_per_call: u32,
+    /// Most live calls one node carries; beyond it new callers get 503 with Retry-After, so
+    /// an overloaded node keeps serving the calls it has instead of collapsing. 0 = no limit.
+    pub max_calls: usize,
 }
 
 impl Default for AcdSection {
@@ -258,6 +261,7 @@ impl Default for AcdSection {
             wrapup_secs: 5,
             max_wait_secs: 300,
             max_offers_per_call: 0,
+            max_calls: 3000,
         }
     }
 }
