@@ -49,11 +49,7 @@ pub(crate) struct RaftParts {
 /// its peers when bootstrapping, none when joining; the address book holds them all.
 pub(crate) fn raft_config(config: &Config) -> RaftConfig {
     let c = &config.cluster;
-    let mut peers: BTreeMap<u64, String> = c
-        .peers
-        .iter()
-        .map(|p| (p.id, p.addr.clone()))
-        .collect();
+    let mut peers: BTreeMap<u64, String> = c.peers.iter().map(|p| (p.id, p.addr.clone())).collect();
     peers.insert(c.raft_id, c.listen.to_string());
     let initial_voters = if c.bootstrap {
         peers.keys().copied().collect()
@@ -96,7 +92,12 @@ pub(crate) async fn open_raft(config: &Config) -> anyhow::Result<(Log, RaftParts
         transport_stop.clone(),
     )
     .await
-    .with_context(|| format!("cannot bind the Raft transport on {} (cluster.listen)", c.listen))?;
+    .with_context(|| {
+        format!(
+            "cannot bind the Raft transport on {} (cluster.listen)",
+            c.listen
+        )
+    })?;
     let addr = transport.local_addr();
     let raft_cfg = raft_config(config);
     tracing::info!(
@@ -120,19 +121,26 @@ pub(crate) async fn open_raft(config: &Config) -> anyhow::Result<(Log, RaftParts
     ))
 }
 
-/// Waits until this node knows a leader: a bootstrapped cluster needs a majority of its voters
-/// up; a node started with `bootstrap = false` waits until it is added. Says every few
+/// Waits until this node can propose: it is a voter, knows a leader and that leader's address.
+/// A bootstrapped cluster needs a majority of its voters up; a node started with
+/// `bootstrap = false` waits until it is added (and has caught up from the leader's snapshot,
+/// so provisioning compares against the cluster's state, not an empty one). Says every few
 /// seconds that it is still waiting, and why.
 pub(crate) async fn wait_for_leader(config: &Config, raft: &RaftLog) {
     let started = tokio::time::Instant::now();
     let mut last_said = started;
     loop {
         let s = raft.status();
-        if let Some(leader) = s.leader {
+        let member = s.voters.contains(&s.id);
+        let leader_reachable = s
+            .leader
+            .is_some_and(|l| l == s.id || s.peers.contains_key(&l));
+        if member && leader_reachable {
             tracing::info!(
                 raft_id = s.id,
-                leader,
+                leader = s.leader,
                 term = s.term,
+                applied = s.applied,
                 waited_ms = started.elapsed().as_millis() as u64,
                 "Raft leader known"
             );
@@ -140,21 +148,29 @@ pub(crate) async fn wait_for_leader(config: &Config, raft: &RaftLog) {
         }
         if last_said.elapsed() >= LEADER_WAIT_LOG_EVERY {
             last_said = tokio::time::Instant::now();
-            if s.voters.is_empty() {
-                tracing::warn!(
+            let waited_s = started.elapsed().as_secs();
+            match s.leader {
+                Some(l) if !leader_reachable => tracing::warn!(
+                    raft_id = s.id,
+                    leader = l,
+                    known = ?s.peers.keys().collect::<Vec<_>>(),
+                    waited_s,
+                    "the leader's Raft address is unknown here: list every member in cluster.peers"
+                ),
+                _ if !member => tracing::warn!(
                     raft_id = s.id,
                     raft = %config.cluster.listen,
-                    "not a member of any cluster yet: add this node with `lingxi cluster join --api <a member's HTTP> --id {} --addr {}`",
+                    waited_s,
+                    "not a voter of the cluster yet: add this node with `lingxi cluster join --api <a member's HTTP> --id {} --addr {}`",
                     s.id,
                     config.cluster.listen
-                );
-            } else {
-                tracing::warn!(
+                ),
+                _ => tracing::warn!(
                     raft_id = s.id,
                     voters = ?s.voters,
-                    waited_s = started.elapsed().as_secs(),
+                    waited_s,
                     "no Raft leader yet: waiting for a majority of the voters to be up"
-                );
+                ),
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use lingxi_actors::sip::auth;
 use lingxi_actors::{ActorError, Switch, now_ms};
@@ -42,6 +42,9 @@ pub(crate) fn router(sw: Arc<Switch>, prometheus: PrometheusHandle) -> Router {
         .route("/api/v1/calls", get(list_calls))
         .route("/api/v1/calls/{id}/fault", post(fault))
         .route("/api/v1/cdrs", get(list_cdrs))
+        .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/cluster/members", post(add_member))
+        .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App { sw, prometheus })
@@ -107,8 +110,25 @@ async fn healthz(State(app): State<App>) -> Response {
             .into_response();
     }
     let applied = app.sw.log().read(|sm| sm.applied_index());
-    Json(json!({"status": "ok", "node": app.sw.config().node.id, "applied_index": applied}))
-        .into_response()
+    let node = &app.sw.config().node.id;
+    match app.sw.log().raft_status() {
+        None => {
+            Json(json!({"status": "ok", "node": node, "applied_index": applied})).into_response()
+        }
+        Some(raft) => {
+            let body = json!({
+                "status": if app.sw.is_fenced() { "fenced" } else { "ok" },
+                "node": node,
+                "applied_index": applied,
+                "raft": {"id": raft.id, "role": raft.role, "leader": raft.leader, "term": raft.term},
+            });
+            if app.sw.is_fenced() {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            } else {
+                Json(body).into_response()
+            }
+        }
+    }
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {
@@ -479,4 +499,177 @@ async fn list_cdrs(
     }
     let cdrs = app.sw.log().cdrs(limit, q.since_ms)?;
     Ok(Json(serde_json::to_value(cdrs).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/v1/cluster`: the cluster as this node's applied state sees it (every node serves
+/// the same view, a follower's lagging by the replication delay).
+async fn cluster_status(State(app): State<App>) -> Json<Value> {
+    let sw = &app.sw;
+    let raft = sw.log().raft_status();
+    let silence = sw.log().as_raft().map(|r| r.silence()).unwrap_or_default();
+    let healthy = !sw.is_shutting_down() && !sw.is_fenced();
+    Json(sw.log().read(|sm| {
+        let mut per_node: BTreeMap<&str, u64> =
+            sm.members().keys().map(|n| (n.as_str(), 0)).collect();
+        for c in sm.calls().values() {
+            *per_node.entry(c.owner.as_str()).or_default() += 1;
+        }
+        let members: Vec<Value> = sm
+            .members()
+            .values()
+            .map(|m| {
+                let me = raft.as_ref().is_some_and(|r| r.id == m.raft_id);
+                json!({
+                    "node": m.node,
+                    "raft_id": m.raft_id,
+                    "alive": m.alive,
+                    "since_ms": m.since_ms,
+                    "voter": raft.as_ref().map(|r| r.voters.contains(&m.raft_id)),
+                    "last_heard_ms": if me { Some(0) } else {
+                        silence.get(&m.raft_id).map(|d| d.as_millis() as u64)
+                    },
+                    "sip_udp": m.sip_udp.map(|a| a.to_string()),
+                    "sip_tcp": m.sip_tcp.map(|a| a.to_string()),
+                    "http": m.http.map(|a| a.to_string()),
+                    "calls_owned": per_node.get(m.node.as_str()).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        let leader_node = raft.as_ref().and_then(|r| r.leader).and_then(|id| {
+            sm.members()
+                .values()
+                .find(|m| m.raft_id == id)
+                .map(|m| m.node.clone())
+        });
+        let unannounced: Vec<u64> = raft
+            .as_ref()
+            .map(|r| {
+                r.voters
+                    .iter()
+                    .copied()
+                    .filter(|v| !sm.members().values().any(|m| m.raft_id == *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "node": sw.config().node.id,
+            "mode": if raft.is_some() { "raft" } else { "single" },
+            "raft": raft,
+            "leader_node": leader_node,
+            "members": members,
+            "unannounced_voters": unannounced,
+            "calls_per_node": per_node,
+            "healthy": healthy,
+        })
+    }))
+}
+
+fn raft_of(app: &App) -> Result<&lingxi_cluster::raft::RaftLog, ApiError> {
+    app.sw.log().as_raft().ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "this node runs alone (cluster.enabled = false): it has no members to change".into(),
+        )
+    })
+}
+
+/// A membership change that was not applied in time: name what may have happened.
+fn conf_error(what: String, e: ClusterError) -> ApiError {
+    match e {
+        ClusterError::Stopped => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{what}: not applied in time (no leader or no quorum?); it may still be applied, check GET /api/v1/cluster"
+            ),
+        ),
+        other => {
+            let ApiError(status, msg) = other.into();
+            ApiError(status, format!("{what}: {msg}"))
+        }
+    }
+}
+
+/// Waits (briefly) until the published Raft status shows an applied membership change: it is
+/// published after the ready loop's turn, a moment after the change resolves.
+async fn settle(
+    raft: &lingxi_cluster::raft::RaftLog,
+    done: impl Fn(&lingxi_cluster::raft::RaftStatus) -> bool,
+) {
+    for _ in 0..50 {
+        if done(&raft.status()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    id: u64,
+    addr: String,
+}
+
+/// `POST /api/v1/cluster/members`: adds a voter (forwarded to the leader from any node).
+async fn add_member(
+    State(app): State<App>,
+    b: Result<Json<NewMember>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let m = body(b)?;
+    let raft = raft_of(&app)?;
+    if m.id == 0 {
+        return Err(bad("id: a raft id must not be 0"));
+    }
+    if m.addr
+        .rsplit_once(':')
+        .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(bad(format!(
+            "addr: {:?} is not host:port (the new node's cluster.listen)",
+            m.addr
+        )));
+    }
+    let status = raft.status();
+    if status.removed {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this node was removed from the cluster; ask another member".into(),
+        ));
+    }
+    if status.voters.contains(&m.id) && status.peers.get(&m.id) == Some(&m.addr) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("raft id {} is already a voter at {}", m.id, m.addr),
+        ));
+    }
+    raft.add_node(m.id, m.addr.clone())
+        .await
+        .map_err(|e| conf_error(format!("adding raft id {} at {}", m.id, m.addr), e))?;
+    tracing::info!(raft_id = m.id, addr = %m.addr, "cluster member added");
+    settle(raft, |s| s.voters.contains(&m.id)).await;
+    Ok((StatusCode::CREATED, Json(json!({"raft": raft.status()}))))
+}
+
+/// `DELETE /api/v1/cluster/members/{id}`: removes a member; the removed node stops serving.
+async fn remove_member(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let raft = raft_of(&app)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad(format!("id: {id:?} is not a raft id (a positive integer)")))?;
+    let status = raft.status();
+    if !status.voters.contains(&id) && !status.learners.contains(&id) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("raft id {id} is not a member (voters {:?})", status.voters),
+        ));
+    }
+    raft.remove_node(id)
+        .await
+        .map_err(|e| conf_error(format!("removing raft id {id}"), e))?;
+    tracing::info!(raft_id = id, "cluster member removed");
+    settle(raft, |s| !s.voters.contains(&id)).await;
+    Ok(Json(json!({"raft": raft.status()})))
 }

@@ -5,9 +5,12 @@
 //! - `transport`: SIP over UDP and TCP sockets, feeding the transaction layer.
 //! - `http`: the JSON API under `/api/v1`, its OpenAPI document, `/metrics`, `/healthz`.
 //! - `telemetry`: logging set-up and the Prometheus recorder.
+//! - `cluster`: cluster mode (`[cluster] enabled`): the Raft log on sled and TCP, waiting for a
+//!   leader, announcing the node; `cluster::client`, the HTTP client of `lingxi cluster …`.
 //! - [`Node`]: wires storage, media, actors and transports together and stops them in order.
 #![warn(missing_docs, unreachable_pub, unsafe_code)]
 
+pub mod cluster;
 mod http;
 pub mod telemetry;
 pub mod transport;
@@ -39,21 +42,38 @@ pub struct Node {
     shutdown: CancellationToken,
     /// The HTTP server task.
     http_task: tokio::task::JoinHandle<()>,
+    /// The Raft log and transport, in cluster mode.
+    raft: Option<cluster::RaftParts>,
 }
 
 impl Node {
     /// Starts a node: opens storage in `node.data_dir`, restores state, binds SIP and HTTP.
+    ///
+    /// In cluster mode (`cluster.enabled`) the state is the Raft log (`<data_dir>/raft`, CDRs
+    /// in `<data_dir>/state`); start-up waits, without a time limit, for a Raft leader before
+    /// provisioning (a majority of a bootstrapped cluster must be up, a joining node must be
+    /// added), and once SIP and HTTP are bound the node announces itself in the background.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         let config = Arc::new(config);
         let prometheus = telemetry::prometheus();
-        let state_dir = config.node.data_dir.join("state");
-        std::fs::create_dir_all(&state_dir)
-            .with_context(|| format!("cannot create the data directory {}", state_dir.display()))?;
-        let store = SledStore::open(&state_dir)
-            .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
-        let log = Log::Local(
-            ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY).context("cannot restore state")?,
-        );
+        let (log, raft) = if config.cluster.enabled {
+            let (log, parts) = cluster::open_raft(&config).await?;
+            // Provisioning proposes to the log: it needs a leader.
+            cluster::wait_for_leader(&config, &parts.raft).await;
+            (log, Some(parts))
+        } else {
+            let state_dir = config.node.data_dir.join("state");
+            std::fs::create_dir_all(&state_dir).with_context(|| {
+                format!("cannot create the data directory {}", state_dir.display())
+            })?;
+            let store = SledStore::open(&state_dir)
+                .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
+            let log = Log::Local(
+                ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY)
+                    .context("cannot restore state")?,
+            );
+            (log, None)
+        };
         let media = MediaEngine::new(&config.media).context("cannot set up media")?;
         let switch = Switch::start(config.clone(), log, media, config.debug.fault_injection)
             .await
@@ -83,11 +103,21 @@ impl Node {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
+        if raft.is_some() {
+            cluster::spawn_announce(
+                switch.clone(),
+                transports.udp_addr(),
+                transports.tcp_addr(),
+                Some(http_addr),
+                shutdown.child_token(),
+            );
+        }
         tracing::info!(
             node = %config.node.id,
             sip_udp = ?transports.udp_addr(),
             sip_tcp = ?transports.tcp_addr(),
             http = %http_addr,
+            raft = ?raft.as_ref().map(|r| r.addr),
             "lingxi node started"
         );
         Ok(Node {
@@ -96,6 +126,7 @@ impl Node {
             http_addr,
             shutdown,
             http_task,
+            raft,
         })
     }
 
@@ -114,6 +145,11 @@ impl Node {
         self.http_addr
     }
 
+    /// Where the Raft transport listens (cluster mode only).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.raft.as_ref().map(|r| r.addr)
+    }
+
     /// The switch, for in-process tests and tools.
     pub fn switch(&self) -> &Arc<Switch> {
         &self.switch
@@ -127,6 +163,11 @@ impl Node {
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.shutdown.cancel();
         let _ = self.http_task.await;
+        if let Some(r) = self.raft {
+            // After the switch: ending calls proposes their CDRs to the log.
+            r.raft.shutdown().await;
+            r.transport_stop.cancel();
+        }
         tracing::info!("stopped");
     }
 }
