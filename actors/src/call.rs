@@ -1307,7 +1307,7 @@ async fn resume(
     metrics::gauge!("lingxi_active_calls").increment(1.0);
     metrics::counter!("lingxi_calls_resumed_total").increment(1);
     tracing::info!(call_id = %call_id, phase = ?phase, failovers = rec.failovers, "call resumed on this node");
-    let mut st = CallState {
+    let st = CallState {
         sw,
         call_id,
         media,
@@ -1327,9 +1327,14 @@ async fn resume(
         sdp_session,
         resumed: true,
     };
-    if talking {
-        let _ = start_recording(&st, Some(rec.failovers));
-        st.phase = Phase::Talking;
+    if talking && let Some(path) = start_recording(&st, Some(rec.failovers)) {
+        let cmd = Command::RecordingAdded {
+            call_id: st.call_id.clone(),
+            path,
+        };
+        if let Err(e) = st.sw.log.propose(cmd).await {
+            tracing::warn!(call_id = %st.call_id, error = %e, "recording part not stored");
+        }
     }
     Ok(st)
 }

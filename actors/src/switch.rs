@@ -140,12 +140,30 @@ impl Switch {
         Ok(sw)
     }
 
+    /// Proposes a start-up command, retrying while the cluster has no leader or quorum yet
+    /// (up to a minute), so a node does not die because an election was under way.
+    async fn propose_at_start(&self, cmd: Command) -> Result<(), ActorError> {
+        let mut wait = Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.log.propose(cmd.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(command = cmd.kind(), error = %e, "not committed yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Proposes the configured queues and agents where the log's copy differs.
     async fn provision(&self) -> Result<(), ActorError> {
         for q in &self.config.queues {
             let spec = queue_spec(&self.config, q);
             if self.log.read(|sm| sm.queues().get(&spec.id) != Some(&spec)) {
-                self.log.propose(Command::UpsertQueue(spec)).await?;
+                self.propose_at_start(Command::UpsertQueue(spec)).await?;
             }
         }
         for a in &self.config.agents {
@@ -155,15 +173,14 @@ impl Switch {
                     .is_some_and(|x| x.ha1 == ha1 && x.name == a.name && x.skills == a.skills)
             });
             if !same {
-                self.log
-                    .propose(Command::UpsertAgent {
-                        id: a.id.clone(),
-                        name: a.name.clone(),
-                        ha1,
-                        skills: a.skills.clone(),
-                        at_ms: now_ms(),
-                    })
-                    .await?;
+                self.propose_at_start(Command::UpsertAgent {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    ha1,
+                    skills: a.skills.clone(),
+                    at_ms: now_ms(),
+                })
+                .await?;
             }
         }
         Ok(())

@@ -145,6 +145,13 @@ pub enum Command {
         /// The dialog now.
         dialog: DialogState,
     },
+    /// A node that resumed the call records a further part of it.
+    RecordingAdded {
+        /// Call id.
+        call_id: String,
+        /// Path of the new part (on the recording node's disk).
+        path: String,
+    },
     /// A leg put the call on hold or took it off.
     CallHeld {
         /// Call id.
@@ -186,6 +193,7 @@ impl Command {
             Command::CallOfferFailed { .. } => "call_offer_failed",
             Command::CallAnswered { .. } => "call_answered",
             Command::DialogUpdated { .. } => "dialog_updated",
+            Command::RecordingAdded { .. } => "recording_added",
             Command::CallHeld { .. } => "call_held",
             Command::CallEnded { .. } => "call_ended",
         }

@@ -60,6 +60,15 @@ pub enum ClusterError {
         #[source]
         source: serde_json::Error,
     },
+    /// The cluster could not commit in time (no leader, no quorum): the proposal may still
+    /// be applied later. Retry, and expect the command to be refused if it already was.
+    #[error("raft node {node}: proposal not committed in time ({detail})")]
+    Unavailable {
+        /// This node's Raft id.
+        node: u64,
+        /// Why: "no leader", "timed out", ...
+        detail: String,
+    },
     /// The log is shutting down; the proposal was not applied.
     #[error("the replicated log has stopped")]
     Stopped,
@@ -68,6 +77,9 @@ pub enum ClusterError {
 impl ClusterError {
     /// Whether the proposer may retry (storage and shutdown) rather than the command being wrong.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ClusterError::Storage { .. } | ClusterError::Stopped)
+        matches!(
+            self,
+            ClusterError::Storage { .. } | ClusterError::Stopped | ClusterError::Unavailable { .. }
+        )
     }
 }

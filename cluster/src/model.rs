@@ -211,6 +211,9 @@ pub struct CallRecord {
     /// How many times the call moved to another node because its owner died.
     #[serde(default)]
     pub failovers: u32,
+    /// Further recording parts (each node that resumed the call records its own part).
+    #[serde(default)]
+    pub more_recordings: Vec<String>,
 }
 
 /// A call detail record: one per call, written when it ends.
@@ -249,6 +252,9 @@ pub struct Cdr {
     /// How many times the call was resumed on another node after its owner died.
     #[serde(default)]
     pub failovers: u32,
+    /// Every part of the recording, in order (one more per node that resumed the call).
+    #[serde(default)]
+    pub recordings: Vec<String>,
     /// Log index at which the call ended: orders CDRs and makes their key unique.
     pub index: u64,
 }

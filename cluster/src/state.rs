@@ -380,6 +380,7 @@ impl StateMachine {
                         offers: 0,
                         recording: None,
                         failovers: 0,
+                        more_recordings: Vec::new(),
                     },
                 );
                 Ok(vec![Event::CallChanged {
@@ -549,6 +550,13 @@ impl StateMachine {
                     call_id: call_id.clone(),
                 }])
             }
+            Command::RecordingAdded { call_id, path } => {
+                let call = call_mut(&mut self.calls, call_id)?;
+                call.more_recordings.push(path.clone());
+                Ok(vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }])
+            }
             Command::CallHeld { call_id, held } => {
                 let call = call_mut(&mut self.calls, call_id)?;
                 call.phase = match (call.phase, held) {
@@ -616,6 +624,12 @@ impl StateMachine {
                         outcome.clone()
                     },
                     ended_by: ended_by.clone(),
+                    recordings: call
+                        .recording
+                        .iter()
+                        .chain(call.more_recordings.iter())
+                        .cloned()
+                        .collect(),
                     recording: call.recording,
                     offers: call.offers,
                     node: call.owner,

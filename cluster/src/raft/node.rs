@@ -208,7 +208,10 @@ fn decode_snapshot(data: &[u8], index: u64) -> Result<SnapshotData, RaftError> {
 /// quorum, or it stopped. One place, so a dedicated `ClusterError` variant can replace it.
 fn unavailable(node: u64, why: &str) -> ClusterError {
     tracing::debug!(node, why, "proposal not applied");
-    ClusterError::Stopped
+    ClusterError::Unavailable {
+        node,
+        detail: why.to_string(),
+    }
 }
 
 fn context(origin: u64, tag: u64) -> Vec<u8> {
@@ -713,6 +716,14 @@ impl Driver {
             }
             Envelope::Ping { from } => {
                 self.shared.last_heard.lock().insert(from, Instant::now());
+            }
+            Envelope::Hello { id, addr } => {
+                self.shared.last_heard.lock().insert(id, Instant::now());
+                if id != self.cfg.id && !self.peers.contains_key(&id) {
+                    tracing::info!(peer = id, %addr, "learned a member's address from its hello");
+                    self.transport.add_peer(id, &addr);
+                    self.peers.insert(id, addr);
+                }
             }
             Envelope::Forward(f) => {
                 if self.raw.raft.state != StateRole::Leader {

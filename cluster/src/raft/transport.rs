@@ -30,6 +30,14 @@ pub enum Envelope {
     Raft(Box<Message>),
     /// Proposals or a membership change sent by a follower to the leader.
     Forward(Forward),
+    /// "I am node `id`, dial me at `addr`": the first frame on every connection, so a node
+    /// that joined knowing only some members learns the others' addresses.
+    Hello {
+        /// The sender's Raft id.
+        id: u64,
+        /// Its Raft transport address.
+        addr: String,
+    },
     /// "I am alive", sent by every node to every peer each few ticks. Followers do not
     /// otherwise talk to each other; these let a node tell whether it still reaches a
     /// majority (else it stops serving its calls) and let the leader detect dead nodes.
@@ -71,6 +79,8 @@ const KIND_RAFT: u8 = 1;
 const KIND_FORWARD: u8 = 2;
 /// Frame kind of a liveness ping (payload: the sender id, 8 bytes big-endian).
 const KIND_PING: u8 = 3;
+/// Frame kind of a hello (payload: the sender id, 8 bytes big-endian, then its address).
+const KIND_HELLO: u8 = 4;
 const MAGIC: &[u8; 4] = b"LXRF";
 /// Largest frame accepted: snapshots travel in one message.
 const MAX_FRAME: usize = 256 << 20;
@@ -92,6 +102,11 @@ pub fn encode_frame(env: &Envelope, out: &mut Vec<u8>) -> Result<(), RaftError> 
             })?,
         ),
         Envelope::Ping { from } => (KIND_PING, from.to_be_bytes().to_vec()),
+        Envelope::Hello { id, addr } => {
+            let mut p = id.to_be_bytes().to_vec();
+            p.extend_from_slice(addr.as_bytes());
+            (KIND_HELLO, p)
+        }
     };
     let len = u32::try_from(payload.len() + 1)
         .ok()
@@ -127,6 +142,17 @@ pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Envelope, RaftError> {
             .map_err(|_| RaftError::Frame {
                 detail: format!("ping of {} bytes, expected 8", payload.len()),
             }),
+        KIND_HELLO if payload.len() > 8 => {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&payload[..8]);
+            let addr = std::str::from_utf8(&payload[8..]).map_err(|_| RaftError::Frame {
+                detail: "hello address is not UTF-8".into(),
+            })?;
+            Ok(Envelope::Hello {
+                id: u64::from_be_bytes(id),
+                addr: addr.to_string(),
+            })
+        }
         k => Err(RaftError::Frame {
             detail: format!("unknown frame kind {k}"),
         }),
@@ -359,6 +385,7 @@ impl Transport for TcpTransport {
         let stop = self.shutdown.child_token();
         tokio::spawn(peer_writer(
             self.id,
+            self.local_addr.to_string(),
             id,
             addr.to_string(),
             rx,
@@ -386,6 +413,7 @@ impl Transport for TcpTransport {
 /// unreachable, queued messages are dropped rather than delivered late.
 async fn peer_writer(
     me: u64,
+    my_addr: String,
     peer: u64,
     addr: String,
     mut rx: mpsc::Receiver<Envelope>,
@@ -430,6 +458,13 @@ async fn peer_writer(
         buf.clear();
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&me.to_be_bytes());
+        let hello = Envelope::Hello {
+            id: me,
+            addr: my_addr.clone(),
+        };
+        if let Err(e) = encode_frame(&hello, &mut buf) {
+            tracing::error!(node = me, peer, error = %e, "cannot encode the hello frame");
+        }
         let mut next = Some(first);
         loop {
             let env = match next.take() {
