@@ -798,12 +798,12 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         .map(|_| String::from_utf8_lossy(&o.invite.body).to_string());
     d.remote_sdp = Some(body);
     d.sdp_version = u64::from(st.attempt);
-    send_ack(st, &d, &o.invite);
     let codec = answer
         .as_ref()
         .ok()
         .and_then(|a| a.codecs.iter().find_map(|(_, n)| Codec::from_name(n)));
     let (Ok(answer), Some(codec)) = (answer, codec) else {
+        send_ack(st, &d, &o.invite);
         tracing::warn!(call_id = %st.call_id, agent = %o.agent, "agent answered without a usable SDP; hanging up its leg");
         send_in_dialog(&st.sw, &mut d, Method::Bye);
         st.ringing = Some(o);
@@ -811,11 +811,12 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         after_failed_offer(myself, st).await;
         return;
     };
-    st.media
-        .set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
+    st.media.set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
     st.media.stop_play(Leg::A);
     st.media.bridge();
     let recording = start_recording(st, None);
+    // Commit the agent's dialog before the ACK confirms the call to the agent's phone: a
+    // survivor must know both legs of every call the network sees as connected.
     let cmd = Command::CallAnswered {
         call_id: st.call_id.clone(),
         agent: o.agent.clone(),
@@ -823,10 +824,12 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         recording: recording.clone(),
         at_ms: now_ms(),
     };
+    let committed = st.sw.log.propose(cmd).await;
+    send_ack(st, &d, &o.invite);
     st.b = Some(d);
     st.agent = Some(o.agent.clone());
     st.phase = Phase::Talking;
-    if let Err(e) = st.sw.log.propose(cmd).await {
+    if let Err(e) = committed {
         tracing::error!(call_id = %st.call_id, error = %e, "cannot commit the answer; ending the call");
         hang_up(myself, st, "call.failed", "switch").await;
         return;
