@@ -19,13 +19,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::engine::{EngineInner, PortLease};
-use crate::recorder::{self, RecTap, Recording};
+use crate::recorder::{RecTap, Recording};
 use crate::{Codec, Leg, MediaError, Prompt};
 
 mod playback;
 mod relay;
 mod stream;
 
+pub(crate) use relay::Meters;
 use stream::OutStream;
 
 /// Something the call actor should know about, from the media path.
@@ -237,7 +238,7 @@ impl CallMedia {
         let legs = [make(Leg::A, sa)?, make(Leg::B, sb)?];
         let (tx, rx) = unbounded_channel();
         engine.active.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("lingxi_media_sessions").increment(1.0);
+        engine.meters.sessions.increment(1.0);
         let shared = Arc::new(CallShared {
             call_id: call_id.into(),
             engine,
@@ -343,8 +344,8 @@ impl CallMedia {
     }
 
     /// Starts recording to a stereo 16-bit 8 kHz WAV at `path` (left: what leg A says,
-    /// right: what leg B says), creating parent directories. The file is written by a
-    /// dedicated thread.
+    /// right: what leg B says), creating parent directories. The file is written by one of
+    /// the engine's few recording writer threads, shared by all calls.
     pub fn start_recording(&self, path: PathBuf) -> Result<(), MediaError> {
         let mut slot = self.recording.lock();
         if let Some(rec) = slot.as_ref() {
@@ -353,7 +354,11 @@ impl CallMedia {
                 path: rec.path.clone(),
             });
         }
-        let (tap, rec) = recorder::start(self.call_id(), path, Instant::now())?;
+        let (tap, rec) = self
+            .shared
+            .engine
+            .recorder
+            .start(self.call_id(), path, Instant::now())?;
         *self.shared.tap.lock() = Some(tap);
         self.shared.recording.store(true, Ordering::Release);
         tracing::debug!(call_id = self.call_id(), path = %rec.path.display(), "recording started");
@@ -411,10 +416,10 @@ impl Drop for CallMedia {
         }
         self.shared.recording.store(false, Ordering::Release);
         drop(self.shared.tap.lock().take());
-        // The writer finishes the WAV on its own once the tap is gone; do not block here.
+        // Dropping the handle asks the writer to finish the WAV; it does not wait.
         drop(self.recording.lock().take());
         self.shared.engine.active.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("lingxi_media_sessions").decrement(1.0);
+        self.shared.engine.meters.sessions.decrement(1.0);
         tracing::debug!(call_id = %self.shared.call_id, "media closed");
     }
 }

@@ -1,5 +1,5 @@
-//! [`MediaEngine`]: the node's media resources — the RTP port range, the hold music —
-//! and the factory of [`CallMedia`].
+//! [`MediaEngine`]: the node's media resources — the RTP port range, the hold music, the
+//! recording writer threads, the metric handles — and the factory of [`CallMedia`].
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::call::CallMedia;
+use crate::call::{CallMedia, Meters};
 use crate::prompt::{PcmClip, Prompt, SAMPLE_RATE};
+use crate::recorder::RecorderPool;
 use crate::{Leg, MediaError};
 
 /// The node's media engine. Cheap to clone: all clones share one port pool.
@@ -45,6 +46,10 @@ pub(crate) struct EngineInner {
     pub(crate) frame: usize,
     /// Calls allocated and not yet dropped, for `active_calls` and the sessions gauge.
     pub(crate) active: AtomicUsize,
+    /// The writer threads every recording of the engine shares.
+    pub(crate) recorder: RecorderPool,
+    /// Metric handles, looked up once per engine instead of per call or per packet.
+    pub(crate) meters: Meters,
 }
 
 /// Which even ports of the range are taken.
@@ -82,7 +87,8 @@ impl Drop for PortLease {
 
 impl MediaEngine {
     /// Builds the engine from `[media]`: checks the port range and loads the hold music
-    /// (the configured WAV, else the built-in tune). Blocking file read: call at start-up.
+    /// (the configured WAV, else the built-in tune). Blocking file read: call at start-up,
+    /// after the metrics recorder is installed (metric handles are taken here, once).
     pub fn new(cfg: &lingxi_config::MediaSection) -> Result<MediaEngine, MediaError> {
         let pool = if cfg.rtp_port_min == 0 {
             None
@@ -133,6 +139,8 @@ impl MediaEngine {
                 hold: Arc::new(hold),
                 frame: (cfg.ptime_ms * SAMPLE_RATE / 1000) as usize,
                 active: AtomicUsize::new(0),
+                recorder: RecorderPool::new(),
+                meters: Meters::new(),
             }),
         })
     }
@@ -160,6 +168,12 @@ impl MediaEngine {
     /// Calls whose media is allocated and not yet dropped.
     pub fn active_calls(&self) -> usize {
         self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// Recording writer threads alive: at most a small fixed number however many calls
+    /// are recorded (0 until the first recording starts). For diagnostics and tests.
+    pub fn writer_threads(&self) -> usize {
+        self.inner.recorder.threads()
     }
 
     /// The address put in SDP for this engine's sockets.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
 use super::stream::Source;
@@ -21,10 +21,14 @@ const RECV_BUF: usize = 2048;
 /// A latched source silent this long may be replaced by a new one (NAT rebinding,
 /// phone restart).
 const RELATCH_IDLE: Duration = Duration::from_secs(2);
+/// Payload bytes the outgoing buffer starts with (20 ms of G.711), rather than
+/// `RECV_BUF`: 2 KiB less per leg, per call.
+const OUT_HINT: usize = 160;
 /// RFC 3389 comfort noise, forwarded as is.
 const PT_CN: u8 = 13;
 
-/// Metric handles, looked up once per task instead of per packet.
+/// Metric handles, looked up once per engine (a registry lookup hashes the name and
+/// labels and takes a lock: too dear per call or per packet).
 pub(crate) struct Meters {
     /// `lingxi_rtp_packets_in_total`.
     pub(crate) packets_in: Counter,
@@ -32,37 +36,56 @@ pub(crate) struct Meters {
     pub(crate) packets_out: Counter,
     /// `lingxi_rtp_malformed_total`.
     pub(crate) malformed: Counter,
+    /// `lingxi_rtp_dropped_total{reason="unlatched_source"}`: valid RTP from a source the
+    /// leg did not accept (not the latched one, or a payload type SDP did not negotiate).
+    pub(crate) dropped_unlatched: Counter,
+    /// `lingxi_rtp_dropped_total{reason="unknown_payload"}`: accepted, but of a payload
+    /// type we neither relay nor understand.
+    pub(crate) dropped_unknown_pt: Counter,
+    /// `lingxi_rtp_dropped_total{reason="send_buffer_full"}`: the socket's send buffer
+    /// was full.
+    pub(crate) dropped_send_full: Counter,
+    /// `lingxi_rtp_dropped_total{reason="send_error"}`: any other send failure (e.g. an
+    /// ICMP error reported on the socket).
+    pub(crate) dropped_send_error: Counter,
+    /// `lingxi_media_sessions`: calls with media allocated.
+    pub(crate) sessions: Gauge,
 }
 
 impl Meters {
     pub(crate) fn new() -> Self {
+        let dropped = |reason: &'static str| metrics::counter!("lingxi_rtp_dropped_total", "reason" => reason);
         Meters {
             packets_in: metrics::counter!("lingxi_rtp_packets_in_total"),
             packets_out: metrics::counter!("lingxi_rtp_packets_out_total"),
             malformed: metrics::counter!("lingxi_rtp_malformed_total"),
+            dropped_unlatched: dropped("unlatched_source"),
+            dropped_unknown_pt: dropped("unknown_payload"),
+            dropped_send_full: dropped("send_buffer_full"),
+            dropped_send_error: dropped("send_error"),
+            sessions: metrics::gauge!("lingxi_media_sessions"),
         }
     }
 }
 
 /// Per-task state of a relay: reused buffers and the DTMF detector.
 pub(crate) struct RelayCtx {
-    /// Outgoing packet, rewritten in place; keeps its capacity.
+    /// Outgoing packet, rewritten in place; keeps its capacity (no allocation per
+    /// packet once it has seen the leg's largest packet).
     out: Vec<u8>,
     /// De-duplicates the leg's key presses.
     detector: DtmfDetector,
     /// Whether `FirstPacket` was sent.
     heard: bool,
-    /// Metric handles.
-    meters: Meters,
 }
 
 impl RelayCtx {
     pub(crate) fn new() -> Self {
         RelayCtx {
-            out: Vec::with_capacity(RECV_BUF),
+            // Sized for a 20 ms G.711 packet; grows once if the peer sends longer ones.
+            out: Vec::with_capacity(HEADER_LEN + OUT_HINT),
             detector: DtmfDetector::new(),
             heard: false,
-            meters: Meters::new(),
         }
     }
 }
@@ -107,9 +130,10 @@ impl CallShared {
         ctx: &mut RelayCtx,
     ) {
         let my = self.leg(me);
+        let meters = &self.engine.meters;
         let Ok((h, range)) = rtp::parse(pkt) else {
             my.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            ctx.meters.malformed.increment(1);
+            meters.malformed.increment(1);
             return;
         };
         let payload = &pkt[range];
@@ -141,6 +165,7 @@ impl CallShared {
         };
         if !accepted {
             my.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            meters.dropped_unlatched.increment(1);
             return;
         }
         let pt = h.payload_type;
@@ -155,7 +180,7 @@ impl CallShared {
                 }
                 Err(_) => {
                     my.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    ctx.meters.malformed.increment(1);
+                    meters.malformed.increment(1);
                     return;
                 }
             }
@@ -170,13 +195,14 @@ impl CallShared {
         my.counters
             .bytes_in
             .fetch_add(pkt.len() as u64, Ordering::Relaxed);
-        ctx.meters.packets_in.increment(1);
+        meters.packets_in.increment(1);
         if !ctx.heard {
             ctx.heard = true;
             self.emit(MediaEvent::FirstPacket { leg: me });
         }
         let Some(kind) = kind else {
             my.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            meters.dropped_unknown_pt.increment(1);
             return;
         };
         if let Kind::Audio(c) = kind {
@@ -246,7 +272,7 @@ impl CallShared {
         if let Kind::Audio(from) = kind {
             g711::transcode(from, to_codec, &mut ctx.out[HEADER_LEN..]);
         }
-        leg.send(&ctx.out, dest, &ctx.meters);
+        leg.send(&ctx.out, dest, &self.engine.meters);
     }
 }
 
@@ -262,8 +288,13 @@ impl LegShared {
                     .fetch_add(n as u64, Ordering::Relaxed);
                 meters.packets_out.increment(1);
             }
-            Err(_) => {
+            Err(e) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    meters.dropped_send_full.increment(1);
+                } else {
+                    meters.dropped_send_error.increment(1);
+                }
             }
         }
     }

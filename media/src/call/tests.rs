@@ -326,6 +326,41 @@ async fn hold_and_latching() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_packets_are_counted_by_reason() {
+    let metrics = crate::test_metrics::TestRecorder::default();
+    let eng = metrics::with_local_recorder(&metrics, || engine(0, 0));
+    let call = eng.allocate("c-drop").await.unwrap();
+    assert_eq!(metrics.gauge("lingxi_media_sessions"), 1.0);
+    let mut a = Phone::new(1).await;
+    call.set_remote(Leg::A, a.addr(), Codec::Pcmu, None);
+    a.send(call.local_addr(Leg::A), 0, &[1; 160]).await;
+    // a stranger on the latched leg, then a payload type nobody negotiated
+    let mut evil = Phone::new(3).await;
+    evil.send(call.local_addr(Leg::A), 0, &[9; 160]).await;
+    a.send(call.local_addr(Leg::A), 99, &[1; 160]).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while call.stats().a.dropped < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reason = |r: &str| metrics.counter(&format!("lingxi_rtp_dropped_total{{reason={r}}}"));
+    assert_eq!(reason("unlatched_source"), 1);
+    assert_eq!(reason("unknown_payload"), 1);
+    assert_eq!(metrics.counter("lingxi_rtp_packets_in_total"), 2);
+    let dir = tempfile::tempdir().unwrap();
+    call.start_recording(dir.path().join("r.wav")).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while metrics.gauge("lingxi_recordings_active") != 1.0 && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.gauge("lingxi_recordings_active"), 1.0);
+    call.stop_recording();
+    assert_eq!(metrics.gauge("lingxi_recordings_active"), 0.0);
+    drop(call);
+    assert_eq!(metrics.gauge("lingxi_media_sessions"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_packets_are_counted_and_relay_keeps_working() {
     let eng = engine(0, 0);
     let call = eng.allocate("c-bad").await.unwrap();
@@ -394,6 +429,106 @@ async fn recording_writes_stereo_wav_with_both_voices() {
     assert!(left >= 6000 && right >= 6000, "{left} {right}");
 }
 
+/// Recording writer threads alive in the whole test process (other tests' engines too).
+fn recorder_threads_in_process() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with("lingxi-rec"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_recordings_share_the_writer_pool() {
+    const CALLS: usize = 200;
+    const PACKETS: usize = 10;
+    let eng = engine(0, 0);
+    assert_eq!(
+        eng.writer_threads(),
+        0,
+        "writers start with the first recording"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Two phones serve every call: each leg latches to its phone's address.
+    let mut a = Phone::new(1).await;
+    let mut b = Phone::new(2).await;
+    let mut calls = Vec::new();
+    for i in 0..CALLS {
+        let call = eng.allocate(&format!("rec-{i}")).await.unwrap();
+        call.set_remote(Leg::A, a.addr(), Codec::Pcmu, None);
+        call.set_remote(Leg::B, b.addr(), Codec::Pcma, None);
+        let path = dir.path().join(format!("d{}/rec-{i}.wav", i % 3));
+        call.start_recording(path.clone()).unwrap();
+        calls.push((call, path));
+    }
+    let threads = eng.writer_threads();
+    assert!(
+        (1..=crate::recorder::WRITERS).contains(&threads),
+        "{threads} writer threads for {CALLS} recordings"
+    );
+    // Other tests' engines may have writers too, but nowhere near one per recording.
+    let in_process = recorder_threads_in_process();
+    assert!(in_process < CALLS / 10, "{in_process} recorder threads");
+    for _ in 0..PACKETS {
+        for (call, _) in &calls {
+            a.send(call.local_addr(Leg::A), 0, &[g711::ulaw_encode(6000); 160])
+                .await;
+            b.send(call.local_addr(Leg::B), 8, &[g711::alaw_encode(-6000); 160])
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the relays take the last packets off the sockets.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while calls.iter().any(|(c, _)| {
+        let s = c.stats();
+        s.a.packets_in < PACKETS as u64 || s.b.packets_in < PACKETS as u64
+    }) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Half are stopped (waiting for the file), half dropped (finished in the background).
+    let mut paths = Vec::new();
+    for (i, (call, path)) in calls.into_iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(call.stop_recording(), Some(path.clone()));
+        }
+        drop(call);
+        paths.push(path);
+    }
+    assert_eq!(eng.writer_threads(), threads);
+    for path in paths {
+        // A dropped call's file is complete once its header has been rewritten.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let samples = loop {
+            let s: Vec<i16> = hound::WavReader::open(&path)
+                .ok()
+                .map(|r| {
+                    assert_eq!(r.spec().channels, 2);
+                    r.into_samples::<i16>().filter_map(Result::ok).collect()
+                })
+                .unwrap_or_default();
+            if !s.is_empty() || tokio::time::Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let left = samples.chunks(2).filter(|f| f[0] > 5000).count();
+        let right = samples.chunks(2).filter(|f| f[1] < -5000).count();
+        assert!(
+            left >= PACKETS * 160 && right >= PACKETS * 160,
+            "{}: {left} loud left, {right} loud right of {} frames",
+            path.display(),
+            samples.len() / 2
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_range_is_even_and_exhaustion_is_an_error() {
     let eng = engine(40_511, 40_515); // even ports 40512, 40514: one call
@@ -446,18 +581,26 @@ fn rss_kib() -> u64 {
 }
 
 /// Capacity check: `CALLS` bridged calls, 50 packets/s each way on both legs, for 10 s.
-/// Reports CPU (switch and load generator together) and memory per call.
-/// `cargo test -p lingxi-media --release -- --ignored load_ --nocapture`
+/// Reports CPU (switch and load generator together) and memory per call. With
+/// `LOAD_RECORD=1` every call is also recorded (to a temporary directory).
+/// `[LOAD_RECORD=1] cargo test -p lingxi-media --release -- --ignored load_ --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn load_bridged_calls() {
     const CALLS: usize = 1000;
-    let eng = engine(0, 0);
+    let metrics = crate::test_metrics::TestRecorder::default();
+    let eng = metrics::with_local_recorder(&metrics, || engine(0, 0));
+    let record = std::env::var_os("LOAD_RECORD").is_some_and(|v| v == "1");
+    let dir = tempfile::tempdir().unwrap();
     let rss0 = rss_kib();
     let mut calls = Vec::new();
     let mut phones = Vec::new();
     for i in 0..CALLS {
         let call = eng.allocate(&format!("load-{i}")).await.unwrap();
+        if record {
+            call.start_recording(dir.path().join(format!("load-{i}.wav")))
+                .unwrap();
+        }
         let a = Arc::new(UdpSocket::bind((LOCAL, 0)).await.unwrap());
         let b = Arc::new(UdpSocket::bind((LOCAL, 0)).await.unwrap());
         call.set_remote(Leg::A, a.local_addr().unwrap(), Codec::Pcmu, Some(101));
@@ -531,6 +674,14 @@ async fn load_bridged_calls() {
         (rss1.saturating_sub(rss0)) as f64 / CALLS as f64
     );
     println!("rss after traffic {} KiB", rss_kib());
+    println!(
+        "recording {record}: {} writer threads, {} recorder threads in the process, {} samples dropped by the writers; rtp dropped: send_buffer_full {}, send_error {}",
+        eng.writer_threads(),
+        recorder_threads_in_process(),
+        metrics.counter("lingxi_recording_dropped_frames_total"),
+        metrics.counter("lingxi_rtp_dropped_total{reason=send_buffer_full}"),
+        metrics.counter("lingxi_rtp_dropped_total{reason=send_error}"),
+    );
     for t in tasks {
         t.abort();
     }
