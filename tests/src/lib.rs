@@ -24,6 +24,7 @@
 //! - `node`: [`TestNode`], configs for tests, a tiny HTTP/1.1 client, polling helpers.
 #![warn(missing_docs, unsafe_code)]
 
+pub mod cluster;
 pub mod msg;
 pub mod node;
 pub mod rtp;
