@@ -35,7 +35,7 @@ cargo build --release -p lingxi-node >&2
 run_test() { # name, log file, extra env...
   local name=$1 log=$2
   shift 2
-  env "$@" timeout 1800 cargo test --release -p lingxi-tests --test t60_failover -- \
+  env LINGXI_TEST_TICK_MS=50 "$@" timeout 1800 cargo test --release -p lingxi-tests --test t60_failover -- \
     --ignored --exact "$name" --nocapture --test-threads=1 >"$log" 2>&1 || {
     echo "failover bench: $name failed; see $log" >&2
     grep -E '^Error|FAILED' "$log" | head -20 >&2 || true

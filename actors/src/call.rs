@@ -341,12 +341,71 @@ async fn setup(
         }));
     };
     let codec = Codec::from_name(&name).unwrap_or(Codec::Pcmu);
-    let media = match sw.media.allocate(&call_id).await {
-        Ok(m) => m,
-        Err(e) => {
-            refuse(503, "No media ports");
-            return Err(e.into());
+    // Nobody to answer and nothing to say: refuse (480) rather than answer and hang up. Decided
+    // before any media is allocated, so a flood of such calls costs no RTP ports.
+    let prompt_configured = sw
+        .config
+        .queues
+        .iter()
+        .any(|q| q.id == queue.id && q.overflow.prompt.is_some());
+    let no_agents = queue.overflow_when_no_agents
+        && queue.overflow == Overflow::Hangup
+        && !prompt_configured
+        && !sw.log.read(|sm| sm.has_logged_in_agent(&queue.id));
+    let media = if no_agents {
+        None
+    } else {
+        match sw.media.allocate(&call_id).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                refuse(503, "No media ports");
+                return Err(e.into());
+            }
         }
+    };
+    let contact = local_contact(&sw, &queue.id, source);
+    let mut a = dialog::uas_dialog(
+        &invite,
+        source.addr,
+        source.transport,
+        &message::new_tag(),
+        &contact,
+    )?;
+    a.remote_sdp = Some(body);
+    let caller = from_user(&invite).unwrap_or_else(|| "anonymous".into());
+    let called = invite
+        .uri
+        .auth
+        .as_ref()
+        .map(|x| x.user.clone())
+        .unwrap_or_default();
+    let Some(media) = media else {
+        // Recorded (one CDR per call), then refused.
+        let arrived = Command::CallArrived {
+            call_id: call_id.clone(),
+            caller,
+            called,
+            owner: sw.node_id.clone(),
+            a_leg: a,
+            at_ms: now_ms(),
+        };
+        let ended = Command::CallEnded {
+            call_id: call_id.clone(),
+            outcome: "queue.no_agents".into(),
+            ended_by: "switch".into(),
+            wrapup_secs: 0,
+            at_ms: now_ms(),
+        };
+        refuse(480, "No agents available");
+        for cmd in [arrived, ended] {
+            if let Err(e) = sw.log.propose(cmd).await {
+                tracing::error!(call_id = %call_id, error = %e, "CDR of a refused call not committed");
+            }
+        }
+        tracing::info!(call_id = %call_id, queue = %queue.id, "refused: no agent logged in");
+        return Err(crate::ActorError::NotFound {
+            what: format!("agents for queue {}", queue.id),
+        });
     };
     media.set_remote(Leg::A, offer.addr, codec, offer.telephone_event_pt);
     let sdp_session = [rand::random::<u32>() as u64, rand::random::<u32>() as u64];
@@ -359,25 +418,9 @@ async fn setup(
         offer.direction.reverse(),
         sw.config.media.ptime_ms,
     );
-    let contact = local_contact(&sw, &queue.id, source);
-    let mut a = dialog::uas_dialog(
-        &invite,
-        source.addr,
-        source.transport,
-        &message::new_tag(),
-        &contact,
-    )?;
     a.local_sdp = Some(answer.clone());
-    a.remote_sdp = Some(body);
     a.sdp_version = 1;
     sw.calls.insert(call_id.clone(), myself.clone());
-    let caller = from_user(&invite).unwrap_or_else(|| "anonymous".into());
-    let called = invite
-        .uri
-        .auth
-        .as_ref()
-        .map(|x| x.user.clone())
-        .unwrap_or_default();
     let arrived = sw
         .log
         .propose(Command::CallArrived {
@@ -393,34 +436,6 @@ async fn setup(
         sw.calls.remove(&call_id);
         refuse(503, "Call could not be stored");
         return Err(e.into());
-    }
-    // Nobody to answer and nothing to say: refuse (480) rather than answer and hang up.
-    let prompt_configured = sw
-        .config
-        .queues
-        .iter()
-        .any(|q| q.id == queue.id && q.overflow.prompt.is_some());
-    if queue.overflow_when_no_agents
-        && queue.overflow == Overflow::Hangup
-        && !prompt_configured
-        && !sw.log.read(|sm| sm.has_logged_in_agent(&queue.id))
-    {
-        refuse(480, "No agents available");
-        let ended = Command::CallEnded {
-            call_id: call_id.clone(),
-            outcome: "queue.no_agents".into(),
-            ended_by: "switch".into(),
-            wrapup_secs: 0,
-            at_ms: now_ms(),
-        };
-        if let Err(e) = sw.log.propose(ended).await {
-            tracing::error!(call_id = %call_id, error = %e, "CDR of a refused call not committed");
-        }
-        sw.calls.remove(&call_id);
-        tracing::info!(call_id = %call_id, queue = %queue.id, "refused: no agent logged in");
-        return Err(crate::ActorError::NotFound {
-            what: format!("agents for queue {}", queue.id),
-        });
     }
     let mut ok = response_for(&invite, 200, None, Some(&a.local_tag));
     ok.headers
@@ -811,7 +826,8 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         after_failed_offer(myself, st).await;
         return;
     };
-    st.media.set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
+    st.media
+        .set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
     st.media.stop_play(Leg::A);
     st.media.bridge();
     let recording = start_recording(st, None);

@@ -206,9 +206,18 @@ impl Switch {
                 .collect()
         });
         for call_id in mine {
-            if !self.calls.contains_key(&call_id) {
-                self.clone().resume_call(&call_id).await;
+            if self.calls.contains_key(&call_id) {
+                continue;
             }
+            let cmd = Command::CallResumed {
+                call_id: call_id.clone(),
+                owner: self.node_id.clone(),
+            };
+            if let Err(e) = self.log.propose(cmd).await {
+                tracing::warn!(call_id, error = %e, "cannot take back the call");
+                continue;
+            }
+            self.clone().resume_call(&call_id).await;
         }
     }
 

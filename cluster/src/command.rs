@@ -145,6 +145,14 @@ pub enum Command {
         /// The dialog now.
         dialog: DialogState,
     },
+    /// A node took back a call it owned after restarting (the process died mid-call): counted
+    /// as a failover, like a move to another node.
+    CallResumed {
+        /// Call id.
+        call_id: String,
+        /// The node resuming it.
+        owner: String,
+    },
     /// A node that resumed the call records a further part of it.
     RecordingAdded {
         /// Call id.
@@ -194,6 +202,7 @@ impl Command {
             Command::CallAnswered { .. } => "call_answered",
             Command::DialogUpdated { .. } => "dialog_updated",
             Command::RecordingAdded { .. } => "recording_added",
+            Command::CallResumed { .. } => "call_resumed",
             Command::CallHeld { .. } => "call_held",
             Command::CallEnded { .. } => "call_ended",
         }

@@ -550,6 +550,19 @@ impl StateMachine {
                     call_id: call_id.clone(),
                 }])
             }
+            Command::CallResumed { call_id, owner } => {
+                let call = call_mut(&mut self.calls, call_id)?;
+                if call.owner != *owner {
+                    return Err(ClusterError::Conflict {
+                        what: format!("{owner} resuming call {call_id}"),
+                        detail: format!("the call is owned by {}", call.owner),
+                    });
+                }
+                call.failovers += 1;
+                Ok(vec![Event::CallChanged {
+                    call_id: call_id.clone(),
+                }])
+            }
             Command::RecordingAdded { call_id, path } => {
                 let call = call_mut(&mut self.calls, call_id)?;
                 call.more_recordings.push(path.clone());

@@ -365,6 +365,10 @@ impl Cluster {
     /// Writes node `i`'s config; `bootstrap`: whether it forms the cluster with the nodes
     /// allocated so far (else it waits to be added).
     fn write_config(&self, i: usize, bootstrap: bool) -> anyhow::Result<()> {
+        // Timing: the product's defaults are a 50 ms tick (500 ms lease, 700 ms detection);
+        // the suite runs beside other tests on two loaded cores, so it uses a 100 ms tick
+        // (1 s lease, 1.4 s detection) unless LINGXI_TEST_TICK_MS says otherwise (the
+        // failover benchmark sets 50 to measure the defaults).
         let n = &self.nodes[i];
         let peers: Vec<String> = self
             .nodes
@@ -407,10 +411,10 @@ raft_id = {raft_id}
 listen = "{raft}"
 peers = [{peers}]
 bootstrap = {bootstrap}
-tick_ms = 50
+tick_ms = {tick_ms}
 election_ticks = 10
 heartbeat_ticks = 2
-failure_detection_ms = 700
+failure_detection_ms = {detect_ms}
 
 [[queues]]
 id = "support"
@@ -454,6 +458,8 @@ skills = {{ support = 5 }}
             rtp_min = n.rtp.0,
             rtp_max = n.rtp.1,
             clustered = self.clustered,
+            tick_ms = tick_ms(),
+            detect_ms = tick_ms() * 14,
             raft_id = n.raft_id,
             raft = n.raft_listen,
             peers = peers.join(", "),
@@ -1100,4 +1106,12 @@ pub async fn set_agent_state(cl: &Cluster, i: usize, id: &str, state: &str) -> a
         );
     }
     Ok(())
+}
+
+/// Raft tick for the harness's clusters (see [`Cluster`]'s config writer).
+fn tick_ms() -> u64 {
+    std::env::var("LINGXI_TEST_TICK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
 }
