@@ -38,11 +38,15 @@ pub enum AgentMsg {
     WrapUp {
         /// Seconds of wrap-up.
         secs: u64,
+        /// The call that ended.
+        call_id: String,
     },
     /// Wrap-up timer fired (ignored unless `epoch` is current).
     WrapUpEnd {
         /// Which wrap-up this timer belongs to.
         epoch: u64,
+        /// The call the wrap-up followed.
+        call_id: String,
     },
     /// Registration timer fired (ignored unless `epoch` is current).
     Expire {
@@ -86,21 +90,22 @@ impl Actor for AgentActor {
                 .map(|a| {
                     (
                         a.registration.as_ref().map(|r| r.expires_at_ms),
-                        a.state == AgentState::WrapUp,
+                        a.call_id.clone().filter(|_| a.state == AgentState::WrapUp),
                     )
                 })
-                .unwrap_or((None, false))
+                .unwrap_or((None, None))
         });
         if let Some(at) = expiry {
             myself.send_after(Duration::from_millis(at.saturating_sub(now)), move || {
                 AgentMsg::Expire { epoch: 0 }
             });
         }
-        if wrap {
+        if let Some(call_id) = wrap {
             st.wrap_epoch += 1;
             let epoch = st.wrap_epoch;
             myself.send_after(Duration::from_secs(1), move || AgentMsg::WrapUpEnd {
                 epoch,
+                call_id,
             });
         }
         Ok(st)
@@ -135,19 +140,18 @@ impl Actor for AgentActor {
                     let _ = reply.send(res);
                 }
             }
-            AgentMsg::WrapUp { secs } => {
+            AgentMsg::WrapUp { secs, call_id } => {
                 st.wrap_epoch += 1;
                 let epoch = st.wrap_epoch;
                 myself.send_after(Duration::from_secs(secs), move || AgentMsg::WrapUpEnd {
                     epoch,
+                    call_id,
                 });
             }
-            AgentMsg::WrapUpEnd { epoch } if epoch == st.wrap_epoch => {
-                let cmd = Command::SetAgentState {
+            AgentMsg::WrapUpEnd { epoch, call_id } if epoch == st.wrap_epoch => {
+                let cmd = Command::WrapUpEnded {
                     id: st.id.clone(),
-                    state: AgentState::Ready,
-                    reason: None,
-                    only_if: Some(AgentState::WrapUp),
+                    call_id,
                     at_ms: now_ms(),
                 };
                 if let Err(e) = st.sw.log.propose(cmd).await {

@@ -60,7 +60,7 @@ impl Switch {
     }
 
     /// Stops every call this node runs, silently: the majority will resume them elsewhere.
-    fn fence(&self) {
+    pub(crate) fn fence(&self) {
         if self.fenced.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -114,6 +114,13 @@ pub(crate) async fn watch(sw: Arc<Switch>) {
             }
             leader_since = None;
             continue;
+        }
+        // Declared dead by the majority (say, it cannot hear us though we hear it): stop.
+        if sw
+            .log
+            .read(|sm| sm.members().get(&sw.node_id).is_some_and(|m| !m.alive))
+        {
+            sw.fence();
         }
         if sw.fenced.load(Ordering::Acquire) {
             // Back in touch with the majority: serve again once announced alive.

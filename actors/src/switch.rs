@@ -390,6 +390,12 @@ impl Switch {
         let Some(record) = self.log.read(|sm| sm.call(call_id).cloned()) else {
             return;
         };
+        // The record may have moved on since the event (another NodeDown applied in the same
+        // catch-up), and a fenced node serves nothing: only the current owner resumes, once.
+        if record.owner != self.node_id || self.is_fenced() || self.calls.contains_key(call_id) {
+            tracing::debug!(call_id, owner = %record.owner, "not resuming: not ours (any more), fenced, or running");
+            return;
+        }
         let queue = record
             .queue
             .as_ref()
@@ -674,21 +680,29 @@ async fn pump(
                 Event::CallEnded(cdr) => {
                     metrics::counter!("lingxi_calls_total", "outcome" => cdr.outcome.clone())
                         .increment(1);
-                    if let (Some(agent), Some(queue), true) =
-                        (&cdr.agent, &cdr.queue, cdr.node == sw.node_id)
-                    {
+                    if let (Some(agent), Some(queue), true) = (&cdr.agent, &cdr.queue, true) {
                         let secs = sw
                             .log
                             .read(|sm| sm.queues().get(queue).map(|q| q.wrapup_secs));
                         if let (Some(secs), Some(actor)) =
                             (secs, sw.agents.get(agent).map(|a| a.clone()))
                         {
-                            let _ = actor.cast(AgentMsg::WrapUp { secs });
+                            // Every node arms the timer (the call's node may die); the command only ends
+                            // the wrap-up of this very call, so duplicates are harmless.
+                            let _ = actor.cast(AgentMsg::WrapUp {
+                                secs,
+                                call_id: cdr.call_id.clone(),
+                            });
                         }
                     }
                 }
                 Event::CallOwnerChanged { call_id, to, .. } if *to == sw.node_id => {
                     sw.clone().resume_call(call_id).await;
+                }
+                Event::MemberChanged { node, alive: false } if *node == sw.node_id => {
+                    // The majority declared this node dead: its calls are moving away. Stop
+                    // serving now; the watcher re-announces once the majority hears us.
+                    sw.fence();
                 }
                 Event::CallChanged { .. }
                 | Event::CallOwnerChanged { .. }

@@ -41,6 +41,16 @@ pub enum Command {
         /// When.
         at_ms: Millis,
     },
+    /// An agent's wrap-up after `call_id` is over: ready again (ignored if the agent has
+    /// moved on since, so every node may fire the timer).
+    WrapUpEnded {
+        /// Agent id.
+        id: String,
+        /// The call the wrap-up followed.
+        call_id: String,
+        /// When.
+        at_ms: Millis,
+    },
     /// Bind (or with `None`, unbind) an agent's phone.
     Register {
         /// Agent id.
@@ -190,6 +200,7 @@ impl Command {
             Command::RemoveAgent { .. } => "remove_agent",
             Command::SetAgentState { .. } => "set_agent_state",
             Command::Register { .. } => "register",
+            Command::WrapUpEnded { .. } => "wrap_up_ended",
             Command::ExpireRegistration { .. } => "expire_registration",
             Command::MemberUp(_) => "member_up",
             Command::NodeDown { .. } => "node_down",

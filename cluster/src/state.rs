@@ -277,6 +277,23 @@ impl StateMachine {
                     state: agent.state,
                 }])
             }
+            Command::WrapUpEnded { id, call_id, at_ms } => {
+                let agent = self
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| ClusterError::UnknownAgent { agent: id.clone() })?;
+                if agent.state != AgentState::WrapUp
+                    || agent.call_id.as_deref() != Some(call_id.as_str())
+                {
+                    return Ok(vec![]);
+                }
+                set_state(agent, AgentState::Ready, None, *at_ms);
+                agent.call_id = None;
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
+            }
             Command::ExpireRegistration { id, at_ms } => {
                 let agent = self
                     .agents

@@ -192,7 +192,7 @@ pub(crate) fn spawn_announce(
         loop {
             let announced = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = sw.announce(sip_udp, sip_tcp, http) => r,
+                r = sw.announce_and_resume(sip_udp, sip_tcp, http) => r,
             };
             match announced {
                 Ok(()) => {

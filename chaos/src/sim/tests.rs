@@ -231,33 +231,46 @@ fn first(r: &Report) -> String {
 // the switch as it is and gone with the fix modelled: once the product is fixed, its test
 // fails here, and the fix becomes `Model`'s default (see chaos/README.md).
 
-/// A node restarted before the leader declared it dead never resumes the calls the log
-/// still records as its own (cluster mode announces without `resume_orphans`): lost, no CDR.
-#[test]
-fn product_gap_restart_does_not_resume_own_calls() {
-    let fix = Model {
-        resume_own_calls_on_announce: true,
-        ..Model::default()
-    };
-    let (product, fixed) = product_and_fixed(1, fix);
-    assert!(first(&product).contains("lost"), "{}", product.summary());
-    assert!(fixed.passed(), "{}", fixed.summary());
+/// Runs `seed` with one product fix switched off and with the product as it is.
+fn without_and_with(seed: u64, off: impl Fn(&mut Model)) -> (Report, Report) {
+    let mut without = SimConfig::for_seed(seed);
+    without.stop_at_first = false;
+    off(&mut without.model);
+    let mut with = SimConfig::for_seed(seed);
+    with.stop_at_first = false;
+    (run(&without), run(&with))
 }
 
-/// `Switch::resume_call` resumes a call moved here even when a later entry of the same
-/// catch-up moved it on (or declared this node dead): two nodes serve it.
+fn any_violation(r: &Report, needle: &str) -> bool {
+    r.violations.iter().any(|v| v.to_string().contains(needle))
+}
+
+/// Fixed gap: a node restarted before the leader declared it dead did not resume the calls
+/// the log still records as its own (lost, no CDR). The product now resumes them on announce.
 #[test]
-fn product_gap_resume_ignores_current_owner() {
-    let fix = Model {
+fn fixed_gap_restart_resumes_own_calls() {
+    let (without, with) = without_and_with(1, |m| m.resume_own_calls_on_announce = false);
+    assert!(any_violation(&without, "lost"), "{}", without.summary());
+    assert!(!any_violation(&with, "lost"), "{}", with.summary());
+}
+
+/// Fixed gap: `Switch::resume_call` resumed a call even when a later entry of the same
+/// catch-up had moved it on: two nodes served it. The product now checks the owner.
+#[test]
+fn fixed_gap_resume_checks_current_owner() {
+    let (without, _) = without_and_with(113, |m| m.check_owner_on_resume = false);
+    assert!(
+        any_violation(&without, "served by"),
+        "{}",
+        without.summary()
+    );
+    // The check alone closes this seed's double service.
+    let mut fixed = SimConfig::for_seed(113);
+    fixed.model = Model {
         check_owner_on_resume: true,
         ..Model::default()
     };
-    let (product, fixed) = product_and_fixed(113, fix);
-    assert!(
-        first(&product).contains("served by"),
-        "{}",
-        product.summary()
-    );
+    let fixed = run(&fixed);
     assert!(fixed.passed(), "{}", fixed.summary());
 }
 
@@ -297,23 +310,22 @@ fn product_gap_lease_is_not_tied_to_the_leader() {
     }
 }
 
-/// A node declared dead while its own lease says it is fine (a frozen node that thaws, a
-/// one-way cut) never fences, so never announces itself again: it accepts every INVITE and
-/// every `CallArrived` it proposes is refused, for good.
+/// Fixed gap: a node declared dead while its own lease said it was fine never fenced, so it
+/// never announced itself again and every call it proposed was refused for good. The product
+/// now fences when it sees itself declared dead, and re-announces.
 #[test]
-fn product_gap_declared_dead_node_never_recovers() {
+fn fixed_gap_declared_dead_node_recovers() {
     for seed in [11, 5] {
-        let mut product = SimConfig::for_seed(seed);
-        product.stop_at_first = false;
-        let mut fixed = product.clone();
-        fixed.model.fence_when_declared_dead = true;
-        let dead = |c: &SimConfig| {
-            run(c)
-                .violations
-                .iter()
-                .any(|v| v.detail.contains("declared dead"))
-        };
-        assert!(dead(&product), "seed {seed}: the gap is gone");
-        assert!(!dead(&fixed), "seed {seed}: the fix does not hold");
+        let (without, with) = without_and_with(seed, |m| m.fence_when_declared_dead = false);
+        assert!(
+            any_violation(&without, "declared dead"),
+            "seed {seed}: {}",
+            without.summary()
+        );
+        assert!(
+            !any_violation(&with, "declared dead"),
+            "seed {seed}: {}",
+            with.summary()
+        );
     }
 }
