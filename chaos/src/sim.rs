@@ -76,14 +76,14 @@ pub struct Model {
 
 impl Model {
     /// The switch as it is now: restarted nodes resume their own calls, resuming checks the
-    /// current owner, a node declared dead fences itself (fixed after this simulation found
-    /// them); CDRs in snapshots and a leader-tied lease are still missing.
+    /// current owner, a node declared dead fences itself, snapshots carry CDRs (fixed after
+    /// this simulation found them); a leader-tied lease is still missing.
     pub fn product() -> Self {
         Model {
             resume_own_calls_on_announce: true,
             stop_calls_moved_away: false,
             check_owner_on_resume: true,
-            cdrs_in_snapshots: false,
+            cdrs_in_snapshots: true,
             leader_lease: false,
             fence_when_declared_dead: true,
         }

@@ -180,20 +180,30 @@ pub struct RaftLog {
 struct SnapshotData {
     state: StateMachine,
     peers: BTreeMap<u64, String>,
+    /// The newest CDRs (see [`SNAPSHOT_CDRS`]): a node that catches up from the snapshot
+    /// stores those it lacks, so CDRs of calls that ended inside the snapshot are not lost.
+    #[serde(default)]
+    cdrs: Vec<Cdr>,
 }
 
 #[derive(Serialize)]
 struct SnapshotDataRef<'a> {
     state: &'a StateMachine,
     peers: &'a BTreeMap<u64, String>,
+    cdrs: &'a [Cdr],
 }
+
+/// CDRs carried in a snapshot: the newest this many. A node that joins later than that holds
+/// only these of the older history (the others stay on the nodes that saw them).
+const SNAPSHOT_CDRS: usize = 50_000;
 
 fn encode_snapshot(
     state: &StateMachine,
     peers: &BTreeMap<u64, String>,
+    cdrs: &[Cdr],
     index: u64,
 ) -> Result<Vec<u8>, RaftError> {
-    serde_json::to_vec(&SnapshotDataRef { state, peers })
+    serde_json::to_vec(&SnapshotDataRef { state, peers, cdrs })
         .map_err(|source| ClusterError::Codec { index, source }.into())
 }
 
@@ -250,7 +260,7 @@ impl RaftLog {
         if storage.is_empty() && !cfg.initial_voters.is_empty() {
             // A new cluster starts from the same snapshot on every initial voter.
             let mut snap = Snapshot::default();
-            snap.data = encode_snapshot(&StateMachine::new(), &BTreeMap::new(), 1)?.into();
+            snap.data = encode_snapshot(&StateMachine::new(), &BTreeMap::new(), &[], 1)?.into();
             let meta = snap.mut_metadata();
             meta.index = 1;
             meta.term = 1;
@@ -843,6 +853,12 @@ impl Driver {
         let data = decode_snapshot(&snap.data, index)?;
         self.storage.apply_snapshot(snap)?;
         *self.shared.state.write() = data.state;
+        for cdr in &data.cdrs {
+            // Keyed by log index: storing one we have is a no-op overwrite.
+            if let Err(e) = self.shared.store.put_cdr(cdr) {
+                tracing::warn!(call_id = %cdr.call_id, error = %e, "CDR from the snapshot not stored");
+            }
+        }
         for (id, addr) in data.peers {
             if id != self.cfg.id && self.peers.get(&id) != Some(&addr) {
                 self.transport.add_peer(id, &addr);
@@ -1010,9 +1026,16 @@ impl Driver {
             return;
         }
         let index = self.applied;
+        let cdrs = match self.shared.store.cdrs(SNAPSHOT_CDRS, None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(index, error = %e, "snapshot without CDRs: cannot read them");
+                Vec::new()
+            }
+        };
         let data = {
             let sm = self.shared.state.read();
-            encode_snapshot(&sm, &self.peers, index)
+            encode_snapshot(&sm, &self.peers, &cdrs, index)
         };
         let r = data.and_then(|d| {
             self.storage.create_snapshot(d, index)?;
