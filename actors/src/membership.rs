@@ -73,6 +73,35 @@ impl Switch {
     }
 }
 
+/// Placement: redirect new callers to the least loaded live member when this node carries
+/// more than `cluster.placement_slack` calls beyond it.
+fn place(sw: &Switch) {
+    let slack = sw.config.cluster.placement_slack;
+    let target = if slack == 0 {
+        None
+    } else {
+        sw.log.read(|sm| {
+            let mut load: std::collections::BTreeMap<&str, usize> = sm
+                .members()
+                .values()
+                .filter(|m| m.alive && m.sip_udp.is_some())
+                .map(|m| (m.node.as_str(), 0))
+                .collect();
+            for c in sm.calls().values() {
+                if let Some(n) = load.get_mut(c.owner.as_str()) {
+                    *n += 1;
+                }
+            }
+            let mine = *load.get(sw.node_id.as_str())?;
+            let (least, n) = load.iter().min_by_key(|(name, n)| (**n, **name))?;
+            (mine > n + slack)
+                .then(|| sm.members().get(*least).and_then(|m| m.sip_udp))
+                .flatten()
+        })
+    };
+    *sw.redirect_to.lock() = target;
+}
+
 /// Watches Raft liveness every tick: lease and fencing on every node, failure detection on
 /// the leader. Runs only in cluster mode.
 pub(crate) async fn watch(sw: Arc<Switch>) {
@@ -134,6 +163,7 @@ pub(crate) async fn watch(sw: Arc<Switch>) {
             }
             continue;
         }
+        place(&sw);
         if status.role != RaftRole::Leader {
             leader_since = None;
             continue;

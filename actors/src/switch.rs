@@ -62,6 +62,8 @@ pub struct Switch {
         Option<std::net::SocketAddr>,
         Option<std::net::SocketAddr>,
     )>,
+    /// Where new callers should go instead (a less loaded live member), when placement says so.
+    pub(crate) redirect_to: parking_lot::Mutex<Option<std::net::SocketAddr>>,
     /// Serializes starting queue and agent actors (start-up and the pump both may ask).
     spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
@@ -95,6 +97,7 @@ impl Switch {
             member_sup: OnceLock::new(),
             spawn_lock: tokio::sync::Mutex::new(()),
             fenced: AtomicBool::new(false),
+            redirect_to: parking_lot::Mutex::new(None),
             addresses: parking_lot::Mutex::new((None, None, None)),
             shutting_down: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -584,6 +587,23 @@ impl Switch {
                     let mut r = response_for(&request, 503, Some("Switch at capacity"), None);
                     r.headers
                         .push(Header::RetryAfter(rsip::headers::RetryAfter::new("5")));
+                    let _ = tx.respond(r);
+                    return;
+                }
+                if let Some(target) = *self.redirect_to.lock() {
+                    // Placement: a less loaded member takes this caller (RFC 3261 §21.3.3).
+                    let user = request
+                        .uri
+                        .auth
+                        .as_ref()
+                        .map(|a| a.user.clone())
+                        .unwrap_or_default();
+                    let mut r = response_for(&request, 302, None, None);
+                    r.headers
+                        .push(Header::Contact(rsip::headers::Contact::new(format!(
+                            "<sip:{user}@{target}>"
+                        ))));
+                    metrics::counter!("lingxi_calls_redirected_total").increment(1);
                     let _ = tx.respond(r);
                     return;
                 }

@@ -302,6 +302,9 @@ pub struct ClusterSection {
     pub failure_detection_ms: u64,
     /// Applied entries between snapshots (the log is compacted at each).
     pub snapshot_every: u64,
+    /// Placement: when this node carries more than this many live calls beyond the least
+    /// loaded live member, new callers are redirected there (302). 0 turns it off.
+    pub placement_slack: usize,
 }
 
 impl Default for ClusterSection {
@@ -317,6 +320,7 @@ impl Default for ClusterSection {
             heartbeat_ticks: 2,
             failure_detection_ms: 700,
             snapshot_every: 10_000,
+            placement_slack: 50,
         }
     }
 }
