@@ -61,7 +61,7 @@ pub struct CallRecord {
     pub placed_ms: u64,
     /// Final response to the INVITE (`None`: none arrived).
     pub status: Option<u16>,
-    /// The Call-ID, once a 2xx made a dialog.
+    /// The Call-ID, once a final response came.
     pub call_id: Option<String>,
     /// When the switch answered.
     pub answered_ms: Option<u64>,
@@ -76,14 +76,13 @@ pub struct CallRecord {
     /// When it ended.
     pub ended_ms: u64,
     /// Its media at the caller.
-    #[serde(skip)]
     pub media: CallMedia,
     /// Why it failed to be placed, if it did.
     pub error: Option<String>,
 }
 
 /// One call as one agent saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct AgentLeg {
     /// The agent.
     pub agent: String,
@@ -308,16 +307,34 @@ pub async fn place_call(load: Arc<Load>, plan: CallPlan) -> CallRecord {
 
 async fn follow_call(load: &Load, plan: &CallPlan, rec: &mut CallRecord) -> anyhow::Result<()> {
     let media = Media::bind(load.rtp.clone()).await?;
-    let mut ua = TestUa::new(&rec.caller, "", load.sip[plan.entry]).await?;
-    ua.timeout = plan.invite_timeout;
-    let sdp = msg::build_sdp(media.local_addr(), &[0, 8, 101]);
-    let out = ua.invite_with_sdp(QUEUE_EXT, &sdp).await?;
+    let mut server = load.sip[plan.entry];
+    let deadline = Instant::now() + plan.invite_timeout;
+    let mut redirects = 0;
+    let (mut ua, out) = loop {
+        let mut ua = TestUa::new(&rec.caller, "", server).await?;
+        ua.timeout = deadline.saturating_duration_since(Instant::now());
+        let sdp = msg::build_sdp(media.local_addr(), &[0, 8, 101]);
+        let out = ua.invite_with_sdp(QUEUE_EXT, &sdp).await?;
+        // Placement: a loaded node sends the caller to a less loaded one (302 + Contact),
+        // before the call arrives; follow it, as a SIP phone would.
+        let target = out.response.contact_uri().and_then(|u| uri_addr(&u));
+        match (out.response.status, target) {
+            (Some(301 | 302), Some(t)) if redirects < 2 => {
+                redirects += 1;
+                server = t;
+                if let Some(i) = load.sip_node(t) {
+                    rec.entry = i;
+                }
+            }
+            _ => break (ua, out),
+        }
+    };
     rec.status = out.response.status;
+    rec.call_id = Some(out.response.call_id());
     let Some(mut d) = out.dialog else {
         return Ok(());
     };
     rec.answered_ms = Some(load.ms());
-    rec.call_id = Some(d.call_id.clone());
     load.live
         .lock()
         .unwrap()
@@ -446,10 +463,19 @@ pub async fn run_agent(load: Arc<Load>, id: String, node: usize, seed: u64) -> a
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ua = TestUa::new(&id, &format!("pass{id}"), load.sip[node]).await?;
     ua.timeout = Duration::from_secs(4);
-    let reg = ua.register().await?;
-    if reg.status != Some(200) {
-        anyhow::bail!("REGISTER {id} answered {}", reg.raw);
+    // A new agent may not be applied on this node yet: retry for a while.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = ua.register().await;
+        match r {
+            Ok(reg) if reg.status == Some(200) => break,
+            Ok(reg) if tries >= 30 => anyhow::bail!("REGISTER {id} answered {}", reg.raw),
+            Err(e) if tries >= 30 => return Err(e.context(format!("REGISTER {id}"))),
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
+    let mut registered_at = Instant::now();
     let media = Media::bind(load.rtp.clone()).await?;
     let mut leg: Option<Leg> = None;
     let mut next_check = Instant::now() + Duration::from_secs(5);
@@ -467,8 +493,8 @@ pub async fn run_agent(load: Arc<Load>, id: String, node: usize, seed: u64) -> a
                 .get(&l.rec.a_call)
                 .and_then(|c| c.done_at)
                 .is_some_and(|t| t.elapsed() > Duration::from_secs(15));
-            let stopping = load.stop_agents.load(Ordering::Relaxed)
-                && load.ms() > l.rec.offered_ms + 120_000;
+            let stopping =
+                load.stop_agents.load(Ordering::Relaxed) && load.ms() > l.rec.offered_ms + 120_000;
             if stale || stopping {
                 let mut l = leg.take().expect("checked");
                 if l.rec.acked_ms.is_some() {
@@ -480,6 +506,12 @@ pub async fn run_agent(load: Arc<Load>, id: String, node: usize, seed: u64) -> a
         if Instant::now() >= next_check {
             next_check = Instant::now() + Duration::from_secs(10);
             if leg.is_none() {
+                // Registrations last 600 s: refresh well before, for long runs.
+                if registered_at.elapsed() > Duration::from_secs(240)
+                    && matches!(ua.register().await, Ok(r) if r.status == Some(200))
+                {
+                    registered_at = Instant::now();
+                }
                 recover_agent(&load, &id).await;
             }
         }
@@ -522,7 +554,8 @@ pub async fn run_agent(load: Arc<Load>, id: String, node: usize, seed: u64) -> a
             let (sdp, remote) = match sdp_answer(&m, &media) {
                 Ok(x) => x,
                 Err(_) => {
-                    ua.respond(&m, 488, "Not Acceptable Here", &[], None).await?;
+                    ua.respond(&m, 488, "Not Acceptable Here", &[], None)
+                        .await?;
                     continue;
                 }
             };

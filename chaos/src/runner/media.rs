@@ -15,7 +15,7 @@ use tokio::time::Instant;
 pub const STALE_GRACE: Duration = Duration::from_millis(300);
 
 /// Packets from a node that no longer owns the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stale {
     /// Node index the packets came from.
     pub from: usize,
@@ -28,7 +28,7 @@ pub struct Stale {
 }
 
 /// What one call's media looked like at this endpoint.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CallMedia {
     /// RTP packets received during the call.
     pub packets: u64,
@@ -227,10 +227,5 @@ impl Media {
         w.call.longest_silence_ms = w.call.longest_silence_ms.max(silence);
         w.active = false;
         std::mem::take(&mut w.call)
-    }
-
-    /// The node relaying the call's media by the last SDP, if it is one of the cluster's.
-    pub fn owner(&self) -> Option<usize> {
-        self.watch.lock().unwrap().owner
     }
 }

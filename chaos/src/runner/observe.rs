@@ -139,7 +139,10 @@ impl Observer {
             for c in &v.calls {
                 let cid = c["call_id"].as_str().unwrap_or_default();
                 if v.healthy && c["owner"].as_str() == Some(name) {
-                    claims.entry(cid.to_string()).or_default().insert(name.clone());
+                    claims
+                        .entry(cid.to_string())
+                        .or_default()
+                        .insert(name.clone());
                 }
                 if matches!(c["phase"].as_str(), Some("ringing" | "talking" | "held"))
                     && let Some(a) = c["agent"].as_str()
@@ -153,7 +156,11 @@ impl Observer {
                         "single_offer",
                         Some(at),
                         Some(name),
-                        format!("agent {agent} rings or talks on {} calls at once: {}", calls.len(), calls.join(", ")),
+                        format!(
+                            "agent {agent} rings or talks on {} calls at once: {}",
+                            calls.len(),
+                            calls.join(", ")
+                        ),
                     ));
                 }
             }

@@ -1,5 +1,6 @@
 //! The run's report: JSON (the interface scripts rely on) and a short Markdown summary.
 
+use super::load::{AgentLeg, CallRecord};
 use super::schedule::FaultKind;
 use lingxi_chaos::invariants::Violation;
 use serde::Serialize;
@@ -137,6 +138,12 @@ pub struct Report {
     pub invariants: BTreeMap<&'static str, usize>,
     /// Every violation, first first.
     pub violations: Vec<Violation>,
+    /// Every call as its caller saw it (written to `<report>.calls.json`, not the report).
+    #[serde(skip)]
+    pub calls: Vec<CallRecord>,
+    /// Every agent leg (written with the calls).
+    #[serde(skip)]
+    pub legs: Vec<AgentLeg>,
 }
 
 impl Report {
@@ -151,7 +158,11 @@ impl Report {
         let _ = writeln!(
             s,
             "**Invariants {}** ({} violations). Replay: `{}`\n",
-            if self.invariants_held { "held" } else { "BROKEN" },
+            if self.invariants_held {
+                "held"
+            } else {
+                "BROKEN"
+            },
             self.violations.len(),
             self.replay
         );

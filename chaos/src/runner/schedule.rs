@@ -175,11 +175,17 @@ mod tests {
         assert_ne!(a, plan(&spec(8)));
         assert!(!a.is_empty());
         for f in &a {
-            assert!(f.at_ms >= 5_000 && f.at_ms + f.duration_ms <= 55_000, "{f:?}");
+            assert!(
+                f.at_ms >= 5_000 && f.at_ms + f.duration_ms <= 55_000,
+                "{f:?}"
+            );
             assert!(f.node < 3);
         }
         for w in a.windows(2) {
-            assert!(w[1].at_ms > w[0].at_ms + w[0].duration_ms, "faults overlap: {w:?}");
+            assert!(
+                w[1].at_ms > w[0].at_ms + w[0].duration_ms,
+                "faults overlap: {w:?}"
+            );
         }
     }
 }
