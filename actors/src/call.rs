@@ -523,7 +523,7 @@ async fn enter_queue(myself: &ActorRef<CallMsg>, st: &mut CallState, to: Option<
         priority: st.queue.priority,
         at_ms: now_ms(),
     };
-    if let Err(e) = st.sw.log.propose(cmd).await {
+    if let Err(e) = st.sw.propose_firmly(cmd).await {
         tracing::error!(call_id = %st.call_id, error = %e, "cannot queue call");
         hang_up(myself, st, "call.failed", "switch").await;
         return;
@@ -721,7 +721,7 @@ async fn give_up_offer(st: &mut CallState, reason: &str) {
         agent_not_ready: not_ready,
         at_ms: now_ms(),
     };
-    if let Err(e) = st.sw.log.propose(cmd).await {
+    if let Err(e) = st.sw.propose_firmly(cmd).await {
         tracing::warn!(call_id = %st.call_id, error = %e, "recording the failed offer failed");
     }
     tracing::info!(call_id = %st.call_id, agent = %o.agent, reason, "offer failed");
@@ -840,7 +840,7 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         recording: recording.clone(),
         at_ms: now_ms(),
     };
-    let committed = st.sw.log.propose(cmd).await;
+    let committed = st.sw.propose_firmly(cmd).await;
     send_ack(st, &d, &o.invite);
     st.b = Some(d);
     st.agent = Some(o.agent.clone());
@@ -1169,7 +1169,7 @@ async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, 
         wrapup_secs: st.queue.wrapup_secs,
         at_ms: now_ms(),
     };
-    if let Err(e) = st.sw.log.propose(cmd).await {
+    if let Err(e) = st.sw.propose_firmly(cmd).await {
         tracing::error!(call_id = %st.call_id, error = %e, "CallEnded not committed");
     }
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
@@ -1209,7 +1209,7 @@ pub(crate) async fn end_call_from_record(sw: &Switch, call_id: &str, outcome: &s
         wrapup_secs: wrapup,
         at_ms: now_ms(),
     };
-    if let Err(e) = sw.log.propose(cmd).await {
+    if let Err(e) = sw.propose_firmly(cmd).await {
         tracing::error!(call_id, error = %e, "CDR of a failed call not committed");
     }
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
@@ -1289,7 +1289,7 @@ async fn resume(
             wrapup_secs: queue.wrapup_secs,
             at_ms: now_ms(),
         };
-        let _ = sw.log.propose(ended).await;
+        let _ = sw.propose_firmly(ended).await;
         return Err(fail("re-INVITE failed"));
     }
     let mut updates = vec![Command::DialogUpdated {
@@ -1305,7 +1305,7 @@ async fn resume(
         });
     }
     for u in updates {
-        sw.log.propose(u).await?;
+        sw.propose_firmly(u).await?;
     }
     let mut events = media.take_events();
     let me = myself.clone();

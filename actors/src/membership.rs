@@ -157,6 +157,8 @@ pub(crate) async fn watch(sw: Arc<Switch>) {
             match sw.announce(udp, tcp, http).await {
                 Ok(()) => {
                     sw.fenced.store(false, Ordering::Release);
+                    // Calls stopped by the fence that nobody took over are still ours.
+                    tokio::spawn(sw.clone().resume_orphans());
                     tracing::info!(node = %sw.node_id, "back in touch with the majority; serving again");
                 }
                 Err(e) => tracing::debug!(error = %e, "re-announcing failed; still fenced"),

@@ -143,6 +143,35 @@ impl Switch {
         Ok(sw)
     }
 
+    /// Proposes a command a call cannot do without (queued, answered, ended...): retries
+    /// while the cluster has no leader or quorum, for up to 30 s. If a retry is refused after
+    /// an attempt timed out, the timed-out attempt is taken to have committed after all (the
+    /// refusal says the state already moved that way).
+    pub(crate) async fn propose_firmly(
+        &self,
+        cmd: Command,
+    ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
+        let mut wait = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut timed_out_before = false;
+        loop {
+            match self.log.propose(cmd.clone()).await {
+                Ok(ev) => return Ok(ev),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(command = cmd.kind(), error = %e, "not committed yet; retrying");
+                    timed_out_before = true;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if timed_out_before && !e.is_retryable() => {
+                    tracing::info!(command = cmd.kind(), error = %e, "refused on retry: the earlier attempt committed");
+                    return Ok(vec![]);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Proposes a start-up command, retrying while the cluster has no leader or quorum yet
     /// (up to a minute), so a node does not die because an election was under way.
     async fn propose_at_start(&self, cmd: Command) -> Result<(), ActorError> {
@@ -212,15 +241,18 @@ impl Switch {
             if self.calls.contains_key(&call_id) {
                 continue;
             }
-            let cmd = Command::CallResumed {
-                call_id: call_id.clone(),
-                owner: self.node_id.clone(),
-            };
-            if let Err(e) = self.log.propose(cmd).await {
-                tracing::warn!(call_id, error = %e, "cannot take back the call");
-                continue;
-            }
-            self.clone().resume_call(&call_id).await;
+            let sw = self.clone();
+            tokio::spawn(async move {
+                let cmd = Command::CallResumed {
+                    call_id: call_id.clone(),
+                    owner: sw.node_id.clone(),
+                };
+                if let Err(e) = sw.propose_firmly(cmd).await {
+                    tracing::warn!(call_id, error = %e, "cannot take back the call");
+                    return;
+                }
+                sw.resume_call(&call_id).await;
+            });
         }
     }
 
@@ -717,7 +749,9 @@ async fn pump(
                     }
                 }
                 Event::CallOwnerChanged { call_id, to, .. } if *to == sw.node_id => {
-                    sw.clone().resume_call(call_id).await;
+                    // Each in its own task: one unanswered re-INVITE must not hold up the rest.
+                    let (sw, call_id) = (sw.clone(), call_id.clone());
+                    tokio::spawn(async move { sw.resume_call(&call_id).await });
                 }
                 Event::MemberChanged { node, alive: false } if *node == sw.node_id => {
                     // The majority declared this node dead: its calls are moving away. Stop

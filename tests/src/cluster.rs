@@ -101,11 +101,11 @@ async fn free_port() -> anyhow::Result<u16> {
 
 /// A disjoint RTP range of 200 ports for one node, in 61000–64999: above the kernel's
 /// ephemeral range (where the test UAs' sockets land) and apart from other suites' and
-/// benchmarks' ranges; 4 blocks per test process (at most 4 nodes live at once), spread by
-/// process id.
+/// benchmarks' ranges; 10 blocks per test process (two tests of a file run at once: up to
+/// 3 + 4 nodes live), two process slots by process id (cargo runs test binaries one by one).
 fn rtp_range() -> (u16, u16) {
-    let per_process = (std::process::id() % 5) as u16 * 800;
-    let k = NEXT_RTP_BLOCK.fetch_add(1, Ordering::Relaxed) % 4;
+    let per_process = (std::process::id() % 2) as u16 * 2000;
+    let k = NEXT_RTP_BLOCK.fetch_add(1, Ordering::Relaxed) % 10;
     let min = 61000 + per_process + k * 200;
     (min, min + 199)
 }
