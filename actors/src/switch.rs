@@ -144,15 +144,25 @@ impl Switch {
     }
 
     /// Proposes a command a call cannot do without (queued, answered, ended...): retries
-    /// while the cluster has no leader or quorum, for up to 30 s. If a retry is refused after
-    /// an attempt timed out, the timed-out attempt is taken to have committed after all (the
-    /// refusal says the state already moved that way).
+    /// while the cluster has no leader or quorum, for up to 30 s (see [`Switch::propose_within`]).
     pub(crate) async fn propose_firmly(
         &self,
         cmd: Command,
     ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
+        self.propose_within(cmd, Duration::from_secs(30)).await
+    }
+
+    /// Proposes `cmd`, retrying with backoff while the error is retryable (no leader, no
+    /// quorum) and `within` has not passed. If a retry is refused after an attempt timed out,
+    /// the timed-out attempt is taken to have committed after all (the refusal says the state
+    /// already moved that way).
+    async fn propose_within(
+        &self,
+        cmd: Command,
+        within: Duration,
+    ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
         let mut wait = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + within;
         let mut timed_out_before = false;
         loop {
             match self.log.propose(cmd.clone()).await {
@@ -172,22 +182,11 @@ impl Switch {
         }
     }
 
-    /// Proposes a start-up command, retrying while the cluster has no leader or quorum yet
-    /// (up to a minute), so a node does not die because an election was under way.
+    /// Proposes a start-up command, retrying for up to a minute, so a node does not die
+    /// because an election was under way.
     async fn propose_at_start(&self, cmd: Command) -> Result<(), ActorError> {
-        let mut wait = Duration::from_millis(200);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.log.propose(cmd.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
-                    tracing::info!(command = cmd.kind(), error = %e, "not committed yet; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.propose_within(cmd, Duration::from_secs(60)).await?;
+        Ok(())
     }
 
     /// Proposes the configured queues and agents where the log's copy differs.
