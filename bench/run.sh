@@ -36,6 +36,9 @@ SIPP_COMMON=(-i 127.0.0.1 -buff_size 4194304 -nostdin -trace_err)
 WORK=${BENCH_RUNS:-${TMPDIR:-/tmp}/lingxi-bench}/$(date +%Y%m%d-%H%M%S)
 BIN=$ROOT/target/release/lingxi
 API=http://127.0.0.1:$HTTP_PORT
+# A fresh admin API key per run: the node's config holds its SHA-256, curl sends the key.
+BENCH_KEY=$(python3 -c 'import secrets; print("lxk_" + secrets.token_urlsafe(32))')
+BENCH_KEY_SHA256=$(python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())' "$BENCH_KEY")
 mkdir -p "$WORK"
 echo "bench: results under $WORK" >&2
 
@@ -61,21 +64,21 @@ build() {
 
 # Counts ready agents from the API.
 ready_agents() {
-  curl -sf "$API/api/v1/agents" | python3 -c 'import json,sys; print(sum(a["state"]=="ready" for a in json.load(sys.stdin)))'
+  curl -sf -H "Authorization: Bearer $BENCH_KEY" "$API/api/v1/agents" | python3 -c 'import json,sys; print(sum(a["state"]=="ready" for a in json.load(sys.stdin)))'
 }
-live_calls() { curl -sf "$API/api/v1/calls" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+live_calls() { curl -sf -H "Authorization: Bearer $BENCH_KEY" "$API/api/v1/calls" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 counter() { # name: a counter's value from /metrics (0 if absent)
-  curl -sf "$API/metrics" | awk -v n="$1" '$1==n {v=$2} END {printf "%d\n", v+0}'
+  curl -sf -H "Authorization: Bearer $BENCH_KEY" "$API/metrics" | awk -v n="$1" '$1==n {v=$2} END {printf "%d\n", v+0}'
 }
 
 # start_node DIR RECORDING(true|false): a node with AGENTS agents in queue `support`.
 start_node() {
   local dir=$1 rec=$2
   mkdir -p "$dir"
-  python3 - "$dir" "$rec" "$AGENTS" "$SIP_PORT" "$HTTP_PORT" > "$dir/lingxi.toml" <<'PY'
+  python3 - "$dir" "$rec" "$AGENTS" "$SIP_PORT" "$HTTP_PORT" "$BENCH_KEY_SHA256" > "$dir/lingxi.toml" <<'PY'
 import sys
-d, rec, n, sip, http = sys.argv[1:6]
+d, rec, n, sip, http, key_sha256 = sys.argv[1:7]
 print(f'''[node]
 id = "bench"
 data_dir = "{d}/data"
@@ -112,6 +115,11 @@ skill = "support"
 [queues.overflow]
 action = "hangup"
 when_no_agents = true
+
+[[auth.api_keys]]
+name = "bench"
+role = "admin"
+sha256 = "{key_sha256}"
 ''')
 for i in range(int(n)):
     a = 100000 + i
@@ -201,7 +209,7 @@ cps_step() {
     python3 "$ANCHOR/parse_stat.py" uac_stat.csv cpu_before.json cpu_after.json \
         "$(python3 -c "print($t1-$t0)")" lingxi "$rate" "$CALL_MS" "$calls" 0 > summary_sipp.json
     drain
-    curl -sf "$API/api/v1/cdrs?limit=100000&since_ms=$since_ms" > cdrs.json || echo '[]' > cdrs.json
+    curl -sf -H "Authorization: Bearer $BENCH_KEY" "$API/api/v1/cdrs?limit=100000&since_ms=$since_ms" > cdrs.json || echo '[]' > cdrs.json
     python3 - "$rc" "$rss" "$(rss_kb $NODE_PID)" <<'PY' | tee summary.json
 import json, sys, collections
 rc, rss, rss_after = sys.argv[1:4]
@@ -303,7 +311,7 @@ conc_run() {
   local t1; t1=$(date +%s.%N)
   python3 "$ANCHOR/cpu_snap.py" lingxi=$NODE_PID uas=$UAS_PID > "$dir/cpu_after.json"
   drain
-  curl -sf "$API/api/v1/cdrs?limit=100000" > "$dir/cdrs.json" || echo '[]' > "$dir/cdrs.json"
+  curl -sf -H "Authorization: Bearer $BENCH_KEY" "$API/api/v1/cdrs?limit=100000" > "$dir/cdrs.json" || echo '[]' > "$dir/cdrs.json"
   python3 - "$dir" "$rc" "$idle" "$CONC_CALLS" "$rec" "$(python3 -c "print($t1-$t0)")" <<'PY' | tee -a "$WORK/lingxi_conc.jsonl"
 import json, sys, collections, statistics, csv
 d, rc, idle, calls, rec, wall = sys.argv[1:7]

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod transfer;
+
 /// The call actor (stateless handler; its state is [`CallState`]).
 pub struct CallActor;
 
@@ -157,6 +159,8 @@ pub struct CallState {
     sdp_session: [u64; 2],
     /// Whether this actor took the call over from a dead node.
     resumed: bool,
+    /// Blind transfers so far (names the next agent's recording part).
+    transfers: u32,
 }
 
 impl Actor for CallActor {
@@ -478,6 +482,7 @@ async fn setup(
         closing_outcome: None,
         sdp_session,
         resumed: false,
+        transfers: 0,
     })
 }
 
@@ -830,7 +835,10 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
         .set_remote(Leg::B, answer.addr, codec, answer.telephone_event_pt);
     st.media.stop_play(Leg::A);
     st.media.bridge();
-    let recording = start_recording(st, None);
+    let recording = match st.transfers {
+        0 => start_recording(st, None),
+        n => start_recording(st, Some(&format!("transfer{n}"))),
+    };
     // Commit the agent's dialog before the ACK confirms the call to the agent's phone: a
     // survivor must know both legs of every call the network sees as connected.
     let cmd = Command::CallAnswered {
@@ -853,7 +861,8 @@ async fn answered(myself: &ActorRef<CallMsg>, st: &mut CallState, o: BOffer, res
     tracing::info!(call_id = %st.call_id, agent = %o.agent, codec_a = st.codec_a.name(), codec_b = codec.name(), "agent answered; bridged");
 }
 
-fn start_recording(st: &CallState, part: Option<u32>) -> Option<String> {
+/// Starts recording to `<call>.wav`, or `<call>-<part>.wav` for a later part.
+fn start_recording(st: &CallState, part: Option<&str>) -> Option<String> {
     if !st.sw.config.recording.enabled {
         return None;
     }
@@ -875,7 +884,7 @@ fn start_recording(st: &CallState, part: Option<u32>) -> Option<String> {
         .recording_dir()
         .join(format!("day-{day}"))
         .join(match part {
-            Some(n) => format!("{safe}-failover{n}.wav"),
+            Some(part) => format!("{safe}-{part}.wav"),
             None => format!("{safe}.wav"),
         });
     match st.media.start_recording(path.clone()) {
@@ -997,6 +1006,11 @@ async fn in_dialog_request(
             hang_up(myself, st, &outcome, by).await;
         }
         Method::Invite | Method::Update => reinvite(st, leg, request, tx).await,
+        Method::Refer if leg == CallLeg::B => transfer::refer(myself, st, request, tx).await,
+        Method::Refer => {
+            let why = Some("only the agent's leg may transfer the call");
+            let _ = tx.respond(response_for(&request, 403, why, None));
+        }
         Method::Info | Method::Options | Method::Notify => {
             let _ = tx.respond(response_for(&request, 200, None, None));
         }
@@ -1345,8 +1359,9 @@ async fn resume(
         closing_outcome: None,
         sdp_session,
         resumed: true,
+        transfers: rec.transfers.len() as u32,
     };
-    if talking && let Some(path) = start_recording(&st, Some(rec.failovers)) {
+    if talking && let Some(path) = start_recording(&st, Some(&format!("failover{}", rec.failovers))) {
         let cmd = Command::RecordingAdded {
             call_id: st.call_id.clone(),
             path,

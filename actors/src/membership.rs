@@ -2,10 +2,12 @@
 //! is cut off from the majority (its lease ran out), and, on the leader, declaring silent nodes
 //! dead so their calls move to live ones.
 //!
-//! The timing rule that keeps a call from being served by two nodes: a node that has not heard
-//! from a majority for the lease (`cluster.election_ticks × tick_ms`) stops its calls; the
-//! leader declares a node dead only after `cluster.failure_detection_ms`, which validation
-//! requires to be longer than the lease.
+//! The timing rule that keeps a call from being served by two nodes: a node serves only while
+//! it holds a lease, renewed by a ReadIndex round trip with the leader and lasting
+//! `cluster.election_ticks × tick_ms` from when it was asked; without it, it stops its calls.
+//! The leader heard from the node after that ask, so it declares the node dead only after
+//! `cluster.failure_detection_ms` of silence, which validation requires to be longer than the
+//! lease; a newer leader was elected after the confirmation and also waits that long.
 
 use crate::call::CallMsg;
 use crate::switch::{Switch, now_ms};
@@ -124,19 +126,13 @@ pub(crate) async fn watch(sw: Arc<Switch>) {
         }
         let status = raft.status();
         let silence = raft.silence();
-        let voters: Vec<u64> = status.voters.clone();
         if status.removed {
             sw.fence();
             continue;
         }
-        // Lease: do I hear a majority of the voters (myself included)?
-        let heard = voters
-            .iter()
-            .filter(|v| **v == status.id || silence.get(v).is_some_and(|d| *d < lease))
-            .count();
-        let majority = voters.len() / 2 + 1;
-        let healthy = !voters.is_empty() && heard >= majority;
-        if !healthy {
+        // Lease: the leader confirmed, in a round trip asked less than a lease ago, that it
+        // still leads a majority, and this node has applied what was committed by then.
+        if !raft.holds_lease() {
             // Give a new node time to hear its peers before judging it.
             if started.elapsed() > lease * 2 {
                 sw.fence();

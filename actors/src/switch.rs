@@ -551,7 +551,7 @@ impl TransactionUser for Dispatcher {
 }
 
 /// Methods this switch understands, for Allow headers and 405 answers.
-pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO";
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY";
 
 impl Switch {
     fn on_request(
@@ -757,9 +757,19 @@ async fn pump(
                     // serving now; the watcher re-announces once the majority hears us.
                     sw.fence();
                 }
+                Event::AgentWrapUp { id, call_id, secs } => {
+                    // As after a call's end: every node arms it; the command is idempotent.
+                    if let Some(actor) = sw.agents.get(id).map(|a| a.clone()) {
+                        let _ = actor.cast(AgentMsg::WrapUp {
+                            secs: *secs,
+                            call_id: call_id.clone(),
+                        });
+                    }
+                }
                 Event::CallChanged { .. }
                 | Event::CallOwnerChanged { .. }
-                | Event::MemberChanged { .. } => {}
+                | Event::MemberChanged { .. }
+                | Event::CdrAnnotated { .. } => {}
             }
         }
     }

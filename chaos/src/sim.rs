@@ -64,8 +64,9 @@ pub struct Model {
     pub cdrs_in_snapshots: bool,
     /// The lease is a raft ReadIndex round trip with the leader, counted from when it was
     /// asked: a node serves (and accepts calls) only until `asked + lease`, and only once it
-    /// has applied the read index. The product's lease is "heard a majority within the
-    /// lease", counted on receipt, which the leader's failure detector does not mirror.
+    /// has applied the read index (the product does this now). Without it the lease is
+    /// "heard a majority within the lease", counted on receipt, which the leader's failure
+    /// detector does not mirror.
     pub leader_lease: bool,
     /// A node that sees itself declared dead in the applied state fences itself (stops its
     /// calls) and re-announces. In the product, a node whose announce committed just before
@@ -77,14 +78,14 @@ pub struct Model {
 impl Model {
     /// The switch as it is now: restarted nodes resume their own calls, resuming checks the
     /// current owner, a node declared dead fences itself, snapshots carry CDRs (fixed after
-    /// this simulation found them); a leader-tied lease is still missing.
+    /// this simulation found them), the lease is the leader's (a ReadIndex round trip).
     pub fn product() -> Self {
         Model {
             resume_own_calls_on_announce: true,
             stop_calls_moved_away: false,
             check_owner_on_resume: true,
             cdrs_in_snapshots: true,
-            leader_lease: false,
+            leader_lease: true,
             fence_when_declared_dead: true,
         }
     }

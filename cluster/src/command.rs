@@ -1,7 +1,9 @@
 //! Commands: every change of state that must outlive a node.
 
 use crate::DialogState;
-use crate::model::{AgentState, CallLeg, Member, Millis, QueueSpec, Registration};
+use crate::model::{
+    AgentState, Article, CallLeg, Member, Millis, QueueSpec, Registration, Role, TransferTarget,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -190,6 +192,86 @@ pub enum Command {
         /// When.
         at_ms: Millis,
     },
+    /// The agent talking on the call transferred it blind (SIP REFER): the agent leaves it
+    /// (wrap-up), and the caller waits in the target queue, keeping its arrival order, or
+    /// rings the target agent, who must be ready. Refused if the call is not talking or held
+    /// with `from_agent`.
+    CallTransferred {
+        /// Call id.
+        call_id: String,
+        /// The agent handing the call on.
+        from_agent: String,
+        /// Where the call goes.
+        to: TransferTarget,
+        /// Seconds of wrap-up for `from_agent` (0 = straight back to ready).
+        wrapup_secs: u64,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Create a console user or change it (role, agent, password hash). A user of role agent
+    /// must name an existing agent. A changed password hash closes the user's sessions.
+    UpsertUser {
+        /// Login name.
+        username: String,
+        /// Name shown in the console.
+        display_name: String,
+        /// What the user may do.
+        role: Role,
+        /// The agent the user works as (required for role agent).
+        agent_id: Option<String>,
+        /// Argon2id PHC string of the password.
+        password_hash: String,
+        /// Refuse if the user exists already (creation; and the first admin, so two nodes
+        /// racing to create it cannot both succeed).
+        #[serde(default)]
+        create_only: bool,
+        /// When.
+        at_ms: Millis,
+    },
+    /// Delete a user and close its sessions.
+    RemoveUser {
+        /// Login name.
+        username: String,
+    },
+    /// A user logged in. Sessions expired at `at_ms` are pruned at the same time.
+    SessionOpened {
+        /// Hex SHA-256 of the bearer token (the token itself never enters the log).
+        token_sha256: String,
+        /// Whose session.
+        username: String,
+        /// When it stops being accepted.
+        expires_at_ms: Millis,
+        /// When.
+        at_ms: Millis,
+    },
+    /// A user logged out (or the session was revoked).
+    SessionClosed {
+        /// Hex SHA-256 of the token.
+        token_sha256: String,
+    },
+    /// Create or replace a knowledge-base article or quick reply.
+    UpsertArticle(Article),
+    /// Delete a knowledge-base article.
+    RemoveArticle {
+        /// Article id.
+        id: String,
+    },
+    /// The agent's wrap-up result for a call: stored on its CDR (or on the live call, then
+    /// copied to the CDR when it ends). With `ready`, the agent's wrap-up after this call ends.
+    SetDisposition {
+        /// Call id.
+        call_id: String,
+        /// Disposition code.
+        disposition: String,
+        /// Free-text note.
+        note: String,
+        /// Who recorded it (username).
+        by: String,
+        /// The agent whose wrap-up ends now, if any.
+        ready_agent: Option<String>,
+        /// When.
+        at_ms: Millis,
+    },
 }
 
 impl Command {
@@ -216,6 +298,14 @@ impl Command {
             Command::CallResumed { .. } => "call_resumed",
             Command::CallHeld { .. } => "call_held",
             Command::CallEnded { .. } => "call_ended",
+            Command::CallTransferred { .. } => "call_transferred",
+            Command::UpsertUser { .. } => "upsert_user",
+            Command::RemoveUser { .. } => "remove_user",
+            Command::SessionOpened { .. } => "session_opened",
+            Command::SessionClosed { .. } => "session_closed",
+            Command::UpsertArticle(_) => "upsert_article",
+            Command::RemoveArticle { .. } => "remove_article",
+            Command::SetDisposition { .. } => "set_disposition",
         }
     }
 }

@@ -30,4 +30,4 @@ pub use error::ClusterError;
 pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};
 pub use state::{Event, StateMachine};
-pub use store::{LogStore, MemStore, SledStore};
+pub use store::{LogStore, MemStore, SledStore, persist_events};

@@ -114,12 +114,7 @@ impl ReplicatedLog {
 }
 
 fn persist_cdrs(store: &dyn LogStore, events: &[Event]) -> Result<(), ClusterError> {
-    for e in events {
-        if let Event::CallEnded(cdr) = e {
-            store.put_cdr(cdr)?;
-        }
-    }
-    Ok(())
+    crate::store::persist_events(store, events)
 }
 
 async fn writer(

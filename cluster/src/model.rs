@@ -214,6 +214,36 @@ pub struct CallRecord {
     /// Further recording parts (each node that resumed the call records its own part).
     #[serde(default)]
     pub more_recordings: Vec<String>,
+    /// Blind transfers so far, oldest first (the CDR lists them).
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
+}
+
+/// Where a blind transfer sends a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransferTarget {
+    /// Back to waiting, in this queue.
+    Queue {
+        /// Queue id.
+        queue: String,
+    },
+    /// Straight to this agent's phone (if it rings out, the call waits in its queue again).
+    Agent {
+        /// Agent id.
+        agent: String,
+    },
+}
+
+/// One blind transfer of a call, kept for its CDR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The agent who transferred the call.
+    pub from_agent: String,
+    /// Where it went.
+    pub to: TransferTarget,
+    /// When.
+    pub at_ms: Millis,
 }
 
 /// A call detail record: one per call, written when it ends.
@@ -257,6 +287,18 @@ pub struct Cdr {
     pub recordings: Vec<String>,
     /// Log index at which the call ended: orders CDRs and makes their key unique.
     pub index: u64,
+    /// Disposition code recorded by the agent at wrap-up (`console.dispositions`).
+    #[serde(default)]
+    pub disposition: Option<String>,
+    /// The agent's note on the call.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Who recorded the disposition (username).
+    #[serde(default)]
+    pub disposition_by: Option<String>,
+    /// Blind transfers, oldest first: which agents handed the call on, and where.
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
 }
 
 /// A node of the cluster, as the state machine knows it.
@@ -276,4 +318,123 @@ pub struct Member {
     pub alive: bool,
     /// When `alive` last changed.
     pub since_ms: Millis,
+}
+
+/// What a console user may do. Checked by the HTTP API on every route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including users and cluster membership.
+    Admin,
+    /// Reads all agents, queues, calls and CDRs, sets any agent's state, edits the knowledge base.
+    Supervisor,
+    /// Sees and changes only its own agent, calls and CDRs; reads the knowledge base.
+    Agent,
+}
+
+impl Role {
+    /// Stable lower-case name used in the API and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Supervisor => "supervisor",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// Parses `admin`, `supervisor` or `agent`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "supervisor" => Some(Role::Supervisor),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A person who logs in to the console or API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Login name, unique.
+    pub username: String,
+    /// Name shown in the console.
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The agent this user works as (required for role agent, optional otherwise).
+    pub agent_id: Option<String>,
+    /// Argon2id PHC string of the password; the password itself is never stored.
+    pub password_hash: String,
+    /// When the user was created.
+    pub created_ms: Millis,
+    /// When the user was last changed.
+    pub updated_ms: Millis,
+}
+
+/// A logged-in session: the token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+    /// Whose session it is.
+    pub username: String,
+    /// When it stops being accepted.
+    pub expires_at_ms: Millis,
+    /// When it was opened.
+    pub opened_ms: Millis,
+}
+
+/// Knowledge-base entry kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArticleKind {
+    /// A knowledge article agents read.
+    Article,
+    /// A short canned answer agents paste or read out.
+    QuickReply,
+}
+
+impl ArticleKind {
+    /// Stable name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArticleKind::Article => "article",
+            ArticleKind::QuickReply => "quick_reply",
+        }
+    }
+}
+
+/// A knowledge-base article or quick reply, replicated so every node searches the same set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Article {
+    /// Stable id (chosen by the API on creation).
+    pub id: String,
+    /// Article or quick reply.
+    pub kind: ArticleKind,
+    /// Title, searched with a higher weight.
+    pub title: String,
+    /// Body text (plain text or light Markdown).
+    pub body: String,
+    /// Free tags, searched too.
+    pub tags: Vec<String>,
+    /// Language tag of the text, e.g. `zh-CN`, `en`.
+    pub lang: String,
+    /// When it was last written.
+    pub updated_at_ms: Millis,
+    /// Who last wrote it (username).
+    pub updated_by: String,
+}
+
+/// The wrap-up result an agent records for a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disposition {
+    /// Disposition code from `console.dispositions`, e.g. `resolved`.
+    pub code: String,
+    /// The agent's free-text note.
+    pub note: String,
+    /// Who recorded it (username).
+    pub by: String,
+    /// When.
+    pub at_ms: Millis,
 }

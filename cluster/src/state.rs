@@ -3,7 +3,8 @@
 use crate::command::Command;
 use crate::error::ClusterError;
 use crate::model::{
-    Agent, AgentState, CallLeg, CallPhase, CallRecord, Cdr, Member, Millis, QueueSpec,
+    Agent, AgentState, Article, CallLeg, CallPhase, CallRecord, Cdr, Disposition, Member, Millis,
+    QueueSpec, Role, Session, User,
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -64,7 +65,27 @@ pub enum Event {
     },
     /// A call ended and its CDR was written.
     CallEnded(Cdr),
+    /// An agent transferred a call away and starts its wrap-up now, for `secs`.
+    AgentWrapUp {
+        /// Agent id.
+        id: String,
+        /// The call it transferred.
+        call_id: String,
+        /// Wrap-up length.
+        secs: u64,
+    },
+    /// A disposition was recorded for a call that had already ended: its stored CDR must be
+    /// updated.
+    CdrAnnotated {
+        /// Call id.
+        call_id: String,
+        /// What was recorded.
+        disposition: Disposition,
+    },
 }
+
+/// Most sessions one user keeps; opening another closes the oldest.
+const MAX_SESSIONS_PER_USER: usize = 50;
 
 /// Position of a waiting call: priority first (higher first), then arrival, then log order.
 type WaitKey = (Reverse<u8>, Millis, u64, String);
@@ -83,6 +104,21 @@ pub struct StateMachine {
     /// Cluster members by node name.
     #[serde(default)]
     members: BTreeMap<String, Member>,
+    /// Console users by username.
+    #[serde(default)]
+    users: BTreeMap<String, User>,
+    /// Open sessions by hex SHA-256 of their token.
+    #[serde(default)]
+    sessions: BTreeMap<String, Session>,
+    /// Knowledge-base articles by id.
+    #[serde(default)]
+    articles: BTreeMap<String, Article>,
+    /// Log index of the last change to `articles`: search indexes rebuild when it moves.
+    #[serde(default)]
+    kb_revision: u64,
+    /// Dispositions recorded while their call is still live, copied to the CDR when it ends.
+    #[serde(default)]
+    dispositions: BTreeMap<String, Disposition>,
     /// Waiting calls per queue in service order; derived from `calls`, rebuilt after restore.
     #[serde(skip)]
     waiting: BTreeMap<String, BTreeSet<WaitKey>>,
@@ -171,6 +207,20 @@ impl StateMachine {
 
     fn apply_inner(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
         match cmd {
+            Command::UpsertUser { .. }
+            | Command::RemoveUser { .. }
+            | Command::SessionOpened { .. }
+            | Command::SessionClosed { .. }
+            | Command::UpsertArticle(_)
+            | Command::RemoveArticle { .. }
+            | Command::SetDisposition { .. } => self.apply_console(index, cmd),
+            Command::CallTransferred {
+                call_id,
+                from_agent,
+                to,
+                wrapup_secs,
+                at_ms,
+            } => self.apply_transfer(call_id, from_agent, to, *wrapup_secs, *at_ms),
             Command::UpsertAgent {
                 id,
                 name,
@@ -398,6 +448,7 @@ impl StateMachine {
                         recording: None,
                         failovers: 0,
                         more_recordings: Vec::new(),
+                        transfers: Vec::new(),
                     },
                 );
                 Ok(vec![Event::CallChanged {
@@ -536,9 +587,14 @@ impl StateMachine {
                     });
                 }
                 call.phase = CallPhase::Talking;
-                call.answered_ms = Some(*at_ms);
+                // After a transfer the call was answered before: wait time counts to the first.
+                call.answered_ms.get_or_insert(*at_ms);
                 call.b_leg = Some(b_leg.clone());
-                call.recording = recording.clone();
+                match (&call.recording, recording) {
+                    (None, r) => call.recording = r.clone(),
+                    (Some(_), Some(r)) => call.more_recordings.push(r.clone()),
+                    (Some(_), None) => {}
+                }
                 let mut events = vec![Event::CallChanged {
                     call_id: call_id.clone(),
                 }];
@@ -612,12 +668,14 @@ impl StateMachine {
                         call_id: call_id.clone(),
                     })?;
                 unwait(&mut self.waiting, &call);
+                let disposition = self.dispositions.remove(call_id);
                 let mut events = Vec::new();
                 if let Some(agent_id) = &call.agent
                     && let Some(agent) = self.agents.get_mut(agent_id)
                     && agent.call_id.as_deref() == Some(call_id)
                 {
-                    let talked = call.answered_ms.is_some();
+                    // The agent talked if its leg was up (a transferred call may ring out).
+                    let talked = call.b_leg.is_some();
                     if talked && *wrapup_secs > 0 {
                         set_state(agent, AgentState::WrapUp, None, *at_ms);
                     } else {
@@ -665,11 +723,252 @@ impl StateMachine {
                     node: call.owner,
                     failovers: call.failovers,
                     index,
+                    disposition: disposition.as_ref().map(|d| d.code.clone()),
+                    note: disposition.as_ref().map(|d| d.note.clone()),
+                    disposition_by: disposition.map(|d| d.by),
+                    transfers: call.transfers,
                 };
                 events.push(Event::CallEnded(cdr));
                 Ok(events)
             }
         }
+    }
+
+    /// Users, sessions, articles and dispositions.
+    fn apply_console(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, ClusterError> {
+        match cmd {
+            Command::UpsertUser {
+                username,
+                display_name,
+                role,
+                agent_id,
+                password_hash,
+                create_only,
+                at_ms,
+            } => {
+                let what = || format!("saving user {username}");
+                if username.is_empty() {
+                    return Err(ClusterError::Conflict {
+                        what: what(),
+                        detail: "the username is empty".into(),
+                    });
+                }
+                if *create_only && self.users.contains_key(username) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("creating user {username}"),
+                        detail: "the user exists already".into(),
+                    });
+                }
+                match agent_id {
+                    None if *role == Role::Agent => {
+                        return Err(ClusterError::Conflict {
+                            what: what(),
+                            detail: "a user of role agent must name its agent_id".into(),
+                        });
+                    }
+                    Some(a) if !self.agents.contains_key(a) => {
+                        return Err(ClusterError::UnknownAgent { agent: a.clone() });
+                    }
+                    Some(a) => {
+                        if let Some(other) = self.users.values().find(|u| {
+                            u.username != *username && u.agent_id.as_deref() == Some(a.as_str())
+                        }) {
+                            return Err(ClusterError::Conflict {
+                                what: what(),
+                                detail: format!("agent {a} already belongs to user {}", other.username),
+                            });
+                        }
+                    }
+                    None => {}
+                }
+                let old = self.users.get(username);
+                if old.is_some_and(|u| u.role == Role::Admin)
+                    && *role != Role::Admin
+                    && self.admin_count() == 1
+                {
+                    return Err(ClusterError::Conflict {
+                        what: what(),
+                        detail: "it is the last admin; make another admin first".into(),
+                    });
+                }
+                let password_changed = old.is_some_and(|u| u.password_hash != *password_hash);
+                let created_ms = old.map_or(*at_ms, |u| u.created_ms);
+                self.users.insert(
+                    username.clone(),
+                    User {
+                        username: username.clone(),
+                        display_name: display_name.clone(),
+                        role: *role,
+                        agent_id: agent_id.clone(),
+                        password_hash: password_hash.clone(),
+                        created_ms,
+                        updated_ms: *at_ms,
+                    },
+                );
+                if password_changed {
+                    self.sessions.retain(|_, s| s.username != *username);
+                }
+                Ok(vec![])
+            }
+            Command::RemoveUser { username } => {
+                let Some(user) = self.users.get(username) else {
+                    return Err(ClusterError::Conflict {
+                        what: format!("removing user {username}"),
+                        detail: "no such user".into(),
+                    });
+                };
+                if user.role == Role::Admin && self.admin_count() == 1 {
+                    return Err(ClusterError::Conflict {
+                        what: format!("removing user {username}"),
+                        detail: "it is the last admin; make another admin first".into(),
+                    });
+                }
+                self.users.remove(username);
+                self.sessions.retain(|_, s| s.username != *username);
+                Ok(vec![])
+            }
+            Command::SessionOpened {
+                token_sha256,
+                username,
+                expires_at_ms,
+                at_ms,
+            } => {
+                self.sessions.retain(|_, s| s.expires_at_ms > *at_ms);
+                if !self.users.contains_key(username) {
+                    return Err(ClusterError::Conflict {
+                        what: format!("opening a session for {username}"),
+                        detail: "no such user".into(),
+                    });
+                }
+                let mut mine: Vec<(Millis, String)> = self
+                    .sessions
+                    .values()
+                    .filter(|s| s.username == *username)
+                    .map(|s| (s.opened_ms, s.token_sha256.clone()))
+                    .collect();
+                mine.sort();
+                let excess = (mine.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER);
+                for (_, token) in mine.into_iter().take(excess) {
+                    self.sessions.remove(&token);
+                }
+                self.sessions.insert(
+                    token_sha256.clone(),
+                    Session {
+                        token_sha256: token_sha256.clone(),
+                        username: username.clone(),
+                        expires_at_ms: *expires_at_ms,
+                        opened_ms: *at_ms,
+                    },
+                );
+                Ok(vec![])
+            }
+            Command::SessionClosed { token_sha256 } => {
+                self.sessions.remove(token_sha256);
+                Ok(vec![])
+            }
+            Command::UpsertArticle(article) => {
+                if article.id.is_empty() {
+                    return Err(ClusterError::Conflict {
+                        what: "saving an article".into(),
+                        detail: "the id is empty".into(),
+                    });
+                }
+                self.articles.insert(article.id.clone(), article.clone());
+                self.kb_revision = index;
+                Ok(vec![])
+            }
+            Command::RemoveArticle { id } => {
+                if self.articles.remove(id).is_none() {
+                    return Err(ClusterError::Conflict {
+                        what: format!("removing article {id}"),
+                        detail: "no such article".into(),
+                    });
+                }
+                self.kb_revision = index;
+                Ok(vec![])
+            }
+            Command::SetDisposition {
+                call_id,
+                disposition,
+                note,
+                by,
+                ready_agent,
+                at_ms,
+            } => {
+                let d = Disposition {
+                    code: disposition.clone(),
+                    note: note.clone(),
+                    by: by.clone(),
+                    at_ms: *at_ms,
+                };
+                let mut events = Vec::new();
+                if self.calls.contains_key(call_id) {
+                    self.dispositions.insert(call_id.clone(), d);
+                } else {
+                    events.push(Event::CdrAnnotated {
+                        call_id: call_id.clone(),
+                        disposition: d,
+                    });
+                }
+                if let Some(agent) = ready_agent.as_ref().and_then(|a| self.agents.get_mut(a))
+                    && agent.state == AgentState::WrapUp
+                    && agent.call_id.as_deref() == Some(call_id.as_str())
+                {
+                    set_state(agent, AgentState::Ready, None, *at_ms);
+                    agent.call_id = None;
+                    events.push(Event::AgentChanged {
+                        id: agent.id.clone(),
+                        state: agent.state,
+                    });
+                }
+                Ok(events)
+            }
+            other => Err(ClusterError::Conflict {
+                what: other.kind().to_string(),
+                detail: "not a console command".into(),
+            }),
+        }
+    }
+
+    fn admin_count(&self) -> usize {
+        self.users.values().filter(|u| u.role == Role::Admin).count()
+    }
+
+    /// Console users by username.
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
+    }
+
+    /// One user.
+    pub fn user(&self, username: &str) -> Option<&User> {
+        self.users.get(username)
+    }
+
+    /// The session whose token hashes to `token_sha256`, if it is still valid at `now_ms`.
+    pub fn session(&self, token_sha256: &str, now_ms: Millis) -> Option<&Session> {
+        self.sessions
+            .get(token_sha256)
+            .filter(|s| s.expires_at_ms > now_ms)
+    }
+
+    /// Open sessions (some possibly expired but not yet pruned), by token hash.
+    pub fn sessions(&self) -> &BTreeMap<String, Session> {
+        &self.sessions
+    }
+
+    /// Knowledge-base articles by id.
+    pub fn articles(&self) -> &BTreeMap<String, Article> {
+        &self.articles
+    }
+
+    /// Log index of the last change to the articles (0: never changed).
+    pub fn kb_revision(&self) -> u64 {
+        self.kb_revision
+    }
+
+    /// The disposition recorded for a live call, if any.
+    pub fn pending_disposition(&self, call_id: &str) -> Option<&Disposition> {
+        self.dispositions.get(call_id)
     }
 
     /// Marks `node` dead and hands its calls to the live members, in turn (sorted by name).
@@ -910,5 +1209,10 @@ fn secs(ms: Millis) -> f64 {
     ms as f64 / 1000.0
 }
 
+mod transfer;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod console_tests;

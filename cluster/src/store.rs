@@ -2,7 +2,8 @@
 
 use crate::command::Command;
 use crate::error::ClusterError;
-use crate::model::Cdr;
+use crate::model::{Cdr, Disposition};
+use crate::state::Event;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,47 @@ pub trait LogStore: Send + Sync + 'static {
     fn cdrs(&self, limit: usize, since_ms: Option<u64>) -> Result<Vec<Cdr>, ClusterError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), ClusterError>;
+    /// The CDR of `call_id` among the newest `scan` CDRs.
+    fn find_cdr(&self, call_id: &str, scan: usize) -> Result<Option<Cdr>, ClusterError> {
+        Ok(self
+            .cdrs(scan, None)?
+            .into_iter()
+            .rev()
+            .find(|c| c.call_id == call_id))
+    }
+}
+
+/// How far back (in CDRs) a late disposition looks for its call's CDR.
+const DISPOSITION_SCAN: usize = 100_000;
+
+/// Writes to `store` what applied `events` mean for it: each new CDR, and dispositions
+/// recorded on calls that had already ended (their CDR is rewritten with them). Replaying an
+/// entry writes the same result again.
+pub fn persist_events(store: &dyn LogStore, events: &[Event]) -> Result<(), ClusterError> {
+    for e in events {
+        match e {
+            Event::CallEnded(cdr) => store.put_cdr(cdr)?,
+            Event::CdrAnnotated {
+                call_id,
+                disposition,
+            } => match store.find_cdr(call_id, DISPOSITION_SCAN)? {
+                Some(mut cdr) => {
+                    annotate(&mut cdr, disposition);
+                    store.put_cdr(&cdr)?;
+                }
+                None => tracing::warn!(%call_id, "disposition for a call without a stored CDR"),
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Sets a disposition's fields on a CDR.
+fn annotate(cdr: &mut Cdr, d: &Disposition) {
+    cdr.disposition = Some(d.code.clone());
+    cdr.note = Some(d.note.clone());
+    cdr.disposition_by = Some(d.by.clone());
 }
 
 /// sled-backed storage: trees `log` (index → command), `meta` (snapshot) and `cdrs`.
@@ -174,6 +216,23 @@ impl LogStore for SledStore {
 
     fn flush(&self) -> Result<(), ClusterError> {
         self.db.flush().map(|_| ()).map_err(storage("flushing"))
+    }
+
+    fn find_cdr(&self, call_id: &str, scan: usize) -> Result<Option<Cdr>, ClusterError> {
+        for item in self.cdrs.iter().rev().take(scan) {
+            let (k, v) = item.map_err(storage("reading CDRs"))?;
+            let index = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let cdr: Cdr = serde_json::from_slice(&v)
+                .map_err(|source| ClusterError::Codec { index, source })?;
+            if cdr.call_id == call_id {
+                return Ok(Some(cdr));
+            }
+        }
+        Ok(None)
     }
 }
 

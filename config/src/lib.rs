@@ -43,8 +43,9 @@ pub use agent::AgentConfig;
 pub use error::{ConfigError, Problem};
 pub use queue::{OverflowAction, OverflowConfig, QueueConfig};
 pub use sections::{
-    AcdSection, ClusterSection, CodecName, DebugSection, HttpSection, MediaSection, NodeSection,
-    PeerConfig, RecordingSection, SipSection,
+    AcdSection, ApiKeyConfig, AuthSection, ClusterSection, CodecName, ConsoleSection,
+    DebugSection, HttpSection, LabelledCode, MediaSection, NodeSection, PeerConfig,
+    RecordingSection, SipSection, WebSection,
 };
 
 /// A node's whole configuration, one field per TOML section.
@@ -71,6 +72,12 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// `[debug]`: test switches, off by default.
     pub debug: DebugSection,
+    /// `[web]`: the WebRTC gateway for browser agents and web callers.
+    pub web: WebSection,
+    /// `[auth]`: first admin, session lifetime, login limits, API keys.
+    pub auth: AuthSection,
+    /// `[console]`: not-ready reasons and disposition codes offered to agents.
+    pub console: ConsoleSection,
 }
 
 impl Config {
@@ -157,7 +164,11 @@ impl Config {
             .queues
             .iter_mut()
             .flat_map(|q| [q.hold_music.as_mut(), q.overflow.prompt.as_mut()]);
-        [self.recording.dir.as_mut(), self.media.hold_music.as_mut()]
+        [
+            self.recording.dir.as_mut(),
+            self.media.hold_music.as_mut(),
+            self.auth.admin_password_file.as_mut(),
+        ]
             .into_iter()
             .chain(optional)
             .flatten()

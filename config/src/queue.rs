@@ -32,6 +32,9 @@ pub struct QueueConfig {
     pub hold_music: Option<PathBuf>,
     /// What happens to a call that waited too long or cannot be served.
     pub overflow: OverflowConfig,
+    /// Service-level target: the supervisor view reports the share of answered calls that
+    /// were answered within this many seconds of arriving.
+    pub service_level_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -48,6 +51,7 @@ impl Default for QueueConfig {
             wrapup_secs: None,
             hold_music: None,
             overflow: OverflowConfig::default(),
+            service_level_secs: 20,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The fixed sections of a node's config: `[node]`, `[sip]`, `[http]`, `[media]`,
-//! `[recording]` and `[acd]`.
+//! `[recording]`, `[acd]`, `[web]` and others.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -332,6 +332,79 @@ impl ClusterSection {
     }
 }
 
+/// `[web]`: the WebRTC gateway. Browsers connect over a WebSocket; the gateway presents each
+/// web agent to the switch as an ordinary SIP phone (it registers for the agent and answers
+/// the switch's INVITEs) and calls queues on behalf of web callers ("call us" button).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Whether the gateway runs (and `/api/v1/ws`, `/api/v1/webcall/ws` are served).
+    pub enabled: bool,
+    /// Address of the gateway's own SIP UDP socket, which talks to this node's SIP port.
+    /// `None`: `sip.listen_ip`, or `127.0.0.1` when that is a wildcard.
+    pub sip_ip: Option<IpAddr>,
+    /// Port of that socket; 0 picks a free one.
+    pub sip_port: u16,
+    /// Address the browser-facing (ICE) sockets bind to. `None`: `media.rtp_ip`; a wildcard
+    /// binds every interface except loopback, so set `127.0.0.1` for a browser on this host
+    /// only (tests do).
+    pub rtc_ip: Option<IpAddr>,
+    /// Address written in the ICE host candidates instead of the bound one (1:1 NAT).
+    pub rtc_advertised_ip: Option<IpAddr>,
+    /// How long ICE and DTLS may take once the browser answers before the call is given up.
+    pub connect_timeout_ms: u64,
+    /// Registration time the gateway asks for on behalf of each connected web agent; it
+    /// refreshes at half of what is granted.
+    pub register_expires_secs: u32,
+    /// How long an agent's registration outlives its closed WebSocket, so a page reload does
+    /// not log the agent out.
+    pub unregister_grace_secs: u64,
+    /// Most web ("call us") calls at once on this node; more are refused.
+    pub max_web_calls: usize,
+    /// Most web calls at once from one IP address.
+    pub max_web_calls_per_ip: usize,
+    /// Prefix of the caller id given to web callers (`web-<random>`), shown in CDRs.
+    pub web_caller_prefix: String,
+    /// Queues a web caller may call (ids or extensions); empty allows every queue.
+    pub allowed_queues: Vec<String>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            enabled: true,
+            sip_ip: None,
+            sip_port: 0,
+            rtc_ip: None,
+            rtc_advertised_ip: None,
+            connect_timeout_ms: 10_000,
+            register_expires_secs: 300,
+            unregister_grace_secs: 10,
+            max_web_calls: 200,
+            max_web_calls_per_ip: 3,
+            web_caller_prefix: "web-".into(),
+            allowed_queues: Vec::new(),
+        }
+    }
+}
+
+impl WebSection {
+    /// The gateway's SIP address: `sip_ip` if set, else `sip.listen_ip` unless it is a
+    /// wildcard, else `127.0.0.1`.
+    pub fn sip_ip(&self, sip: &SipSection) -> IpAddr {
+        match (self.sip_ip, sip.listen_ip) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (None, ip) => ip,
+        }
+    }
+
+    /// Where the browser-facing sockets bind: `rtc_ip` if set, else `media.rtp_ip`.
+    pub fn rtc_ip(&self, media: &MediaSection) -> IpAddr {
+        self.rtc_ip.unwrap_or(media.rtp_ip)
+    }
+}
+
 /// One other member of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -340,4 +413,127 @@ pub struct PeerConfig {
     pub id: u64,
     /// Its Raft transport address, `host:port`.
     pub addr: String,
+}
+
+/// `[auth]`: console and API authentication. Users live in the replicated state; this
+/// section only bootstraps the first admin and lists machine API keys.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Username of the first admin, created at start-up when no admin exists.
+    pub admin_user: String,
+    /// File holding the first admin's password (first line). When neither this nor
+    /// `admin_password` is set, a random password is generated and written to
+    /// `<data_dir>/initial-admin-password` (mode 0600).
+    pub admin_password_file: Option<PathBuf>,
+    /// The first admin's password, meant for the environment only
+    /// (`LINGXI__AUTH__ADMIN_PASSWORD`); never write it in a config file.
+    pub admin_password: Option<String>,
+    /// How long a console session lasts after login.
+    pub session_ttl_secs: u64,
+    /// Failed logins (per username, and per client address) allowed within
+    /// `login_window_secs` before further attempts get 429.
+    pub login_max_failures: u32,
+    /// Window over which failed logins are counted.
+    pub login_window_secs: u64,
+    /// Keys for machines (monitoring, scripts, test harnesses): `Authorization: Bearer <key>`.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSection")
+            .field("admin_user", &self.admin_user)
+            .field("admin_password_file", &self.admin_password_file)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_window_secs", &self.login_window_secs)
+            .field("api_keys", &self.api_keys)
+            .finish()
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            admin_user: "admin".into(),
+            admin_password_file: None,
+            admin_password: None,
+            session_ttl_secs: 8 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 300,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// One `[[auth.api_keys]]` entry. Only the key's SHA-256 is configured; `lingxi auth
+/// new-api-key` prints a key and these lines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Name shown in logs as the principal (`apikey:<name>`).
+    pub name: String,
+    /// `admin`, `supervisor` or `agent`.
+    pub role: String,
+    /// Hex SHA-256 of the key (64 lowercase hex digits).
+    pub sha256: String,
+}
+
+/// A code with its labels in both languages the console speaks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelledCode {
+    /// Stable code stored in state and CDRs, e.g. `lunch`, `resolved`.
+    pub code: String,
+    /// English label.
+    pub label_en: String,
+    /// Chinese (zh-CN) label.
+    pub label_zh: String,
+}
+
+impl LabelledCode {
+    fn new(code: &str, label_en: &str, label_zh: &str) -> LabelledCode {
+        LabelledCode {
+            code: code.into(),
+            label_en: label_en.into(),
+            label_zh: label_zh.into(),
+        }
+    }
+}
+
+/// `[console]`: what the agent console offers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Reasons an agent may give for not-ready.
+    pub not_ready_reasons: Vec<LabelledCode>,
+    /// Disposition codes an agent picks at wrap-up.
+    pub dispositions: Vec<LabelledCode>,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            not_ready_reasons: vec![
+                LabelledCode::new("break", "Break", "小休"),
+                LabelledCode::new("lunch", "Lunch", "午餐"),
+                LabelledCode::new("training", "Training", "培训"),
+                LabelledCode::new("meeting", "Meeting", "会议"),
+                LabelledCode::new("after_call_work", "After-call work", "话后处理"),
+            ],
+            dispositions: vec![
+                LabelledCode::new("resolved", "Resolved", "已解决"),
+                LabelledCode::new("follow_up", "Follow-up needed", "需跟进"),
+                LabelledCode::new("complaint", "Complaint", "投诉"),
+                LabelledCode::new("product_enquiry", "Product enquiry", "产品咨询"),
+                LabelledCode::new("card_lost", "Card lost or stolen", "挂失"),
+                LabelledCode::new("other", "Other", "其他"),
+            ],
+        }
+    }
 }

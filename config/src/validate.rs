@@ -17,6 +17,8 @@ impl Config {
         self.check_queues(&mut p);
         self.check_agents(&mut p);
         self.check_cluster(&mut p);
+        self.check_web(&mut p);
+        self.check_auth(&mut p);
         if p.0.is_empty() {
             Ok(())
         } else {
@@ -72,6 +74,104 @@ impl Config {
         }
         if c.snapshot_every == 0 {
             p.add("cluster.snapshot_every", "must be at least 1");
+        }
+    }
+
+    fn check_auth(&self, p: &mut Problems) {
+        let a = &self.auth;
+        if a.admin_user.is_empty() || a.admin_user.len() > 64 {
+            p.add("auth.admin_user", "must be 1-64 characters");
+        }
+        if a.session_ttl_secs == 0 {
+            p.add("auth.session_ttl_secs", "must be at least 1");
+        }
+        if a.login_max_failures == 0 {
+            p.add("auth.login_max_failures", "must be at least 1");
+        }
+        if a.login_window_secs == 0 {
+            p.add("auth.login_window_secs", "must be at least 1");
+        }
+        if a.admin_password.as_ref().is_some_and(|pw| pw.len() < 8) {
+            p.add("auth.admin_password", "must be at least 8 characters");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, k) in a.api_keys.iter().enumerate() {
+            if k.name.is_empty() || !names.insert(k.name.as_str()) {
+                p.add(
+                    format!("auth.api_keys[{i}].name"),
+                    format!("{:?} must be non-empty and unique", k.name),
+                );
+            }
+            if !matches!(k.role.as_str(), "admin" | "supervisor" | "agent") {
+                p.add(
+                    format!("auth.api_keys[{i}].role"),
+                    format!("{:?} is not one of admin, supervisor, agent", k.role),
+                );
+            }
+            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                p.add(
+                    format!("auth.api_keys[{i}].sha256"),
+                    "must be 64 hex digits (see `lingxi auth new-api-key`)",
+                );
+            }
+        }
+        for (key, list) in [
+            ("console.not_ready_reasons", &self.console.not_ready_reasons),
+            ("console.dispositions", &self.console.dispositions),
+        ] {
+            let mut codes = std::collections::BTreeSet::new();
+            for (i, c) in list.iter().enumerate() {
+                if c.code.is_empty() || c.code.len() > 64 || !codes.insert(c.code.as_str()) {
+                    p.add(
+                        format!("{key}[{i}].code"),
+                        format!("{:?} must be 1-64 characters and unique", c.code),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_web(&self, p: &mut Problems) {
+        let w = &self.web;
+        if !w.enabled {
+            return;
+        }
+        if w.connect_timeout_ms == 0 {
+            p.add("web.connect_timeout_ms", "must be at least 1");
+        }
+        let (min, max) = (self.sip.register_min_expires, self.sip.register_max_expires);
+        if w.register_expires_secs < min || w.register_expires_secs > max {
+            p.add(
+                "web.register_expires_secs",
+                format!(
+                    "{} is outside sip.register_min_expires..=sip.register_max_expires ({min}..={max})",
+                    w.register_expires_secs
+                ),
+            );
+        }
+        if w.max_web_calls_per_ip > w.max_web_calls {
+            p.add(
+                "web.max_web_calls_per_ip",
+                format!(
+                    "{} exceeds web.max_web_calls ({})",
+                    w.max_web_calls_per_ip, w.max_web_calls
+                ),
+            );
+        }
+        if let Some(c) = w
+            .web_caller_prefix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            p.add(
+                "web.web_caller_prefix",
+                format!("{c:?} is not allowed in a SIP user name (letters, digits, - _ .)"),
+            );
+        }
+        for (i, q) in w.allowed_queues.iter().enumerate() {
+            if q.is_empty() || q.contains(|c: char| c.is_whitespace() || c == '@') {
+                p.add(format!("web.allowed_queues[{i}]"), format!("{q:?} is not a queue id"));
+            }
         }
     }
 

@@ -99,6 +99,15 @@ pub enum MediaError {
         /// The call being given media.
         call_id: String,
     },
+    /// A WebRTC session (a browser's audio, see `webrtc`) could not be set up or failed:
+    /// bad offer, no common codec, ICE or DTLS not connected in time, a socket error.
+    #[error("WebRTC session {session}: {detail}")]
+    WebRtc {
+        /// The session concerned (the gateway names it after the call or the web caller).
+        session: String,
+        /// What went wrong, for the log and the browser.
+        detail: String,
+    },
     /// `start_recording` while a recording is already running.
     #[error("call {call_id}: already recording to {}", path.display())]
     AlreadyRecording {

@@ -25,6 +25,8 @@
 //!   `call/playback.rs` (prompt ticker), `call/stream.rs` (per-leg SSRC/seq/ts
 //!   continuity) — plus [`MediaStats`] and [`MediaEvent`].
 //! - `recorder`: the pool of stereo WAV writer threads and their time alignment.
+//! - [`webrtc`]: [`webrtc::WebRtcBridge`], a browser's audio (WebRTC, DTLS-SRTP, G.711
+//!   only) relayed packet for packet to a plain RTP socket, for the node's web gateway.
 //! - `error`: [`MediaError`].
 //!
 //! Metrics: counters `lingxi_rtp_packets_in_total`, `lingxi_rtp_packets_out_total`,
@@ -45,6 +47,7 @@ pub mod g711;
 mod prompt;
 mod recorder;
 pub mod rtp;
+pub mod webrtc;
 #[cfg(test)]
 mod test_metrics;
 

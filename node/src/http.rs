@@ -2,6 +2,20 @@
 //!
 //! Reads come from the applied state; writes are commands proposed to the log. Every error is
 //! JSON `{"error": "..."}` naming what was wrong.
+//!
+//! Every route but `/healthz` takes a [`Principal`] (401 without a valid token) and checks its
+//! role: admins may do everything; supervisors read everything, set any agent's state and edit
+//! the knowledge base; an agent sees and changes only its own agent, calls and CDRs.
+//!
+//! # Layout
+//! - this file: the router, errors, agents, queues, calls, CDRs, cluster membership.
+//! - `users`: login, logout, `me`, user management.
+//! - `console`: console config, dispositions, screen pop, the supervisor overview.
+//! - `kb`: knowledge-base articles and search.
+
+mod console;
+mod kb;
+mod users;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -9,6 +23,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use crate::auth::{Auth, AuthError, Principal};
+use axum::extract::FromRef;
 use lingxi_actors::sip::auth;
 use lingxi_actors::{ActorError, Switch, now_ms};
 use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};
@@ -22,16 +38,47 @@ use std::sync::Arc;
 /// Largest request body accepted (JSON documents here are small).
 const MAX_BODY: usize = 64 * 1024;
 
+/// What every handler shares.
 #[derive(Clone)]
 struct App {
+    /// The switch: log, config, actors.
     sw: Arc<Switch>,
+    /// Renders `/metrics`.
     prometheus: PrometheusHandle,
+    /// Token checks and logins.
+    auth: Auth,
+    /// The knowledge-base search index, rebuilt when the articles change.
+    kb: Arc<kb::KbCache>,
+}
+
+impl FromRef<App> for Auth {
+    fn from_ref(app: &App) -> Auth {
+        app.auth.clone()
+    }
 }
 
 /// Builds the router.
-pub(crate) fn router(sw: Arc<Switch>, prometheus: PrometheusHandle) -> Router {
+pub(crate) fn router(sw: Arc<Switch>, prometheus: PrometheusHandle, auth: Auth) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/v1/auth/login", post(users::login))
+        .route("/api/v1/auth/logout", post(users::logout))
+        .route("/api/v1/auth/me", get(users::me))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            get(users::get_one).put(users::update).delete(users::remove),
+        )
+        .route("/api/v1/console/config", get(console::config))
+        .route("/api/v1/calls/{id}/disposition", post(console::disposition))
+        .route("/api/v1/calls/{id}/context", get(console::context))
+        .route("/api/v1/supervisor/overview", get(console::overview))
+        .route("/api/v1/kb/search", get(kb::search))
+        .route("/api/v1/kb/articles", get(kb::list).post(kb::create))
+        .route(
+            "/api/v1/kb/articles/{id}",
+            get(kb::get_one).put(kb::update).delete(kb::remove),
+        )
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/agents", get(list_agents).post(create_agent))
@@ -47,11 +94,39 @@ pub(crate) fn router(sw: Arc<Switch>, prometheus: PrometheusHandle) -> Router {
         .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(App { sw, prometheus })
+        .with_state(App {
+            sw,
+            prometheus,
+            auth,
+            kb: Arc::new(kb::KbCache::default()),
+        })
 }
 
 /// An API error: status and message.
 struct ApiError(StatusCode, String);
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError(e.status, e.message)
+    }
+}
+
+/// 403 naming what the principal may not do.
+fn forbidden(what: impl std::fmt::Display) -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        format!("{what}: not allowed for your role / 无权操作"),
+    )
+}
+
+/// 403 unless the principal may act for `agent`.
+fn own_agent(p: &Principal, agent: &str) -> Result<(), ApiError> {
+    if p.may_act_for(agent) {
+        Ok(())
+    } else {
+        Err(forbidden(format!("agent {agent}")))
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -131,7 +206,7 @@ async fn healthz(State(app): State<App>) -> Response {
     }
 }
 
-async fn metrics_text(State(app): State<App>) -> Response {
+async fn metrics_text(State(app): State<App>, _p: Principal) -> Response {
     // Gauges that describe state are set from the state at scrape time.
     let now = now_ms();
     app.sw.log().read(|sm| {
@@ -158,7 +233,7 @@ async fn metrics_text(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn openapi() -> Response {
+async fn openapi(_p: Principal) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("http/openapi.json"),
@@ -186,18 +261,24 @@ fn agent_json(a: &lingxi_cluster::model::Agent) -> Value {
     })
 }
 
-async fn list_agents(State(app): State<App>) -> Json<Value> {
-    Json(
-        app.sw
-            .log()
-            .read(|sm| Value::Array(sm.agents().values().map(agent_json).collect())),
-    )
+async fn list_agents(State(app): State<App>, p: Principal) -> Json<Value> {
+    Json(app.sw.log().read(|sm| {
+        Value::Array(
+            sm.agents()
+                .values()
+                .filter(|a| p.may_act_for(&a.id))
+                .map(agent_json)
+                .collect(),
+        )
+    }))
 }
 
 async fn get_agent(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    own_agent(&p, &id)?;
     app.sw
         .log()
         .read(|sm| sm.agent_by_id(&id).map(agent_json))
@@ -231,8 +312,10 @@ fn check_user(field: &str, v: &str) -> Result<(), ApiError> {
 
 async fn create_agent(
     State(app): State<App>,
+    p: Principal,
     b: Result<Json<NewAgent>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require_admin()?;
     let a = body(b)?;
     check_user("id", &a.id)?;
     if a.password.len() < 4 {
@@ -270,8 +353,10 @@ async fn create_agent(
 
 async fn delete_agent(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
     app.sw.log().propose(Command::RemoveAgent { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -285,9 +370,11 @@ struct StateChange {
 
 async fn set_agent_state(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
     b: Result<Json<StateChange>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    own_agent(&p, &id)?;
     let c = body(b)?;
     let state = match c.state.as_str() {
         "ready" => AgentState::Ready,
@@ -303,11 +390,11 @@ async fn set_agent_state(
         return Err(bad("reason: at most 100 characters"));
     }
     app.sw.set_agent_state(&id, state, c.reason).await?;
-    get_agent(State(app), Path(id)).await
+    get_agent(State(app), p, Path(id)).await
 }
 
-fn queue_json(sm: &lingxi_cluster::StateMachine, q: &QueueSpec, now: u64) -> Value {
-    json!({
+fn queue_json(sm: &lingxi_cluster::StateMachine, q: &QueueSpec, now: u64, p: &Principal) -> Value {
+    let mut v = json!({
         "id": q.id,
         "name": q.name,
         "extensions": q.extensions,
@@ -321,17 +408,21 @@ fn queue_json(sm: &lingxi_cluster::StateMachine, q: &QueueSpec, now: u64) -> Val
         "overflow_when_no_agents": q.overflow_when_no_agents,
         "depth": sm.queue_depth(&q.id),
         "longest_wait_secs": sm.longest_wait_ms(&q.id, now) as f64 / 1000.0,
-        "waiting": sm.waiting(&q.id).map(|c| json!({"call_id": c.call_id, "caller": c.caller, "priority": c.priority, "arrived_ms": c.arrived_ms})).collect::<Vec<_>>(),
-    })
+    });
+    // Waiting callers' numbers are for supervisors; agents see the depth only.
+    if p.is_supervisor() {
+        v["waiting"] = sm.waiting(&q.id).map(|c| json!({"call_id": c.call_id, "caller": c.caller, "priority": c.priority, "arrived_ms": c.arrived_ms})).collect::<Vec<_>>().into();
+    }
+    v
 }
 
-async fn list_queues(State(app): State<App>) -> Json<Value> {
+async fn list_queues(State(app): State<App>, p: Principal) -> Json<Value> {
     let now = now_ms();
     Json(app.sw.log().read(|sm| {
         Value::Array(
             sm.queues()
                 .values()
-                .map(|q| queue_json(sm, q, now))
+                .map(|q| queue_json(sm, q, now, &p))
                 .collect(),
         )
     }))
@@ -339,12 +430,13 @@ async fn list_queues(State(app): State<App>) -> Json<Value> {
 
 async fn get_queue(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     app.sw
         .log()
-        .read(|sm| sm.queues().get(&id).map(|q| queue_json(sm, q, now)))
+        .read(|sm| sm.queues().get(&id).map(|q| queue_json(sm, q, now, &p)))
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("queue {id} not found")))
 }
@@ -368,8 +460,10 @@ struct NewQueue {
 
 async fn create_queue(
     State(app): State<App>,
+    p: Principal,
     b: Result<Json<NewQueue>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require_admin()?;
     let q = body(b)?;
     check_user("id", &q.id)?;
     for (i, e) in q.extensions.iter().enumerate() {
@@ -425,26 +519,24 @@ async fn create_queue(
     let v = app
         .sw
         .log()
-        .read(|sm| sm.queues().get(&q.id).map(|s| queue_json(sm, s, now)))
+        .read(|sm| sm.queues().get(&q.id).map(|s| queue_json(sm, s, now, &p)))
         .unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
 async fn delete_queue(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
     app.sw.log().propose(Command::RemoveQueue { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_calls(State(app): State<App>) -> Json<Value> {
-    Json(app.sw.log().read(|sm| {
-        Value::Array(
-            sm.calls()
-                .values()
-                .map(|c| {
-                    json!({
+/// A live call as the API shows it.
+fn call_json(c: &lingxi_cluster::model::CallRecord) -> Value {
+    json!({
                         "call_id": c.call_id,
                         "caller": c.caller,
                         "called": c.called,
@@ -457,14 +549,33 @@ async fn list_calls(State(app): State<App>) -> Json<Value> {
                         "owner": c.owner,
                         "offers": c.offers,
                         "recording": c.recording,
-                    })
-                })
+    })
+}
+
+/// Whether the principal may see this live call: supervisors all, an agent those offered or
+/// assigned to it.
+fn may_see_call(p: &Principal, c: &lingxi_cluster::model::CallRecord) -> bool {
+    p.is_supervisor() || (c.agent.is_some() && c.agent == p.agent_id)
+}
+
+async fn list_calls(State(app): State<App>, p: Principal) -> Json<Value> {
+    Json(app.sw.log().read(|sm| {
+        Value::Array(
+            sm.calls()
+                .values()
+                .filter(|c| may_see_call(&p, c))
+                .map(call_json)
                 .collect(),
         )
     }))
 }
 
-async fn fault(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn fault(
+    State(app): State<App>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
     if !app.sw.config().debug.fault_injection {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -488,8 +599,12 @@ struct CdrQuery {
     since_ms: Option<u64>,
 }
 
+/// How many recent CDRs are searched for an agent's own (it sees only those).
+const AGENT_CDR_SCAN: usize = 100_000;
+
 async fn list_cdrs(
     State(app): State<App>,
+    p: Principal,
     q: Result<Query<CdrQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q.map_err(|e| bad(format!("query: {}", e.body_text())))?;
@@ -497,18 +612,32 @@ async fn list_cdrs(
     if limit == 0 || limit > 100_000 {
         return Err(bad("limit: must be 1..=100000"));
     }
-    let cdrs = app.sw.log().cdrs(limit, q.since_ms)?;
+    let cdrs = if p.is_supervisor() {
+        app.sw.log().cdrs(limit, q.since_ms)?
+    } else {
+        let mut own: Vec<_> = app
+            .sw
+            .log()
+            .cdrs(AGENT_CDR_SCAN, q.since_ms)?
+            .into_iter()
+            .filter(|c| c.agent.is_some() && c.agent == p.agent_id)
+            .collect();
+        let skip = own.len().saturating_sub(limit);
+        own.drain(..skip);
+        own
+    };
     Ok(Json(serde_json::to_value(cdrs).unwrap_or(Value::Null)))
 }
 
 /// `GET /api/v1/cluster`: the cluster as this node's applied state sees it (every node serves
 /// the same view, a follower's lagging by the replication delay).
-async fn cluster_status(State(app): State<App>) -> Json<Value> {
+async fn cluster_status(State(app): State<App>, p: Principal) -> Result<Json<Value>, ApiError> {
+    p.require_supervisor()?;
     let sw = &app.sw;
     let raft = sw.log().raft_status();
     let silence = sw.log().as_raft().map(|r| r.silence()).unwrap_or_default();
     let healthy = !sw.is_shutting_down() && !sw.is_fenced();
-    Json(sw.log().read(|sm| {
+    Ok(Json(sw.log().read(|sm| {
         let mut per_node: BTreeMap<&str, u64> =
             sm.members().keys().map(|n| (n.as_str(), 0)).collect();
         for c in sm.calls().values() {
@@ -561,7 +690,7 @@ async fn cluster_status(State(app): State<App>) -> Json<Value> {
             "calls_per_node": per_node,
             "healthy": healthy,
         })
-    }))
+    })))
 }
 
 fn raft_of(app: &App) -> Result<&lingxi_cluster::raft::RaftLog, ApiError> {
@@ -613,8 +742,10 @@ struct NewMember {
 /// `POST /api/v1/cluster/members`: adds a voter (forwarded to the leader from any node).
 async fn add_member(
     State(app): State<App>,
+    p: Principal,
     b: Result<Json<NewMember>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require_admin()?;
     let m = body(b)?;
     let raft = raft_of(&app)?;
     if m.id == 0 {
@@ -653,8 +784,10 @@ async fn add_member(
 /// `DELETE /api/v1/cluster/members/{id}`: removes a member; the removed node stops serving.
 async fn remove_member(
     State(app): State<App>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    p.require_admin()?;
     let raft = raft_of(&app)?;
     let id: u64 = id
         .parse()

@@ -2,18 +2,27 @@
 //! from a [`lingxi_config::Config`] and graceful shutdown.
 //!
 //! # Layout
+//! - `auth`: users, sessions, API keys and roles: [`auth::Auth::check`] for every route.
 //! - `transport`: SIP over UDP and TCP sockets, feeding the transaction layer.
 //! - `http`: the JSON API under `/api/v1`, its OpenAPI document, `/metrics`, `/healthz`.
+//! - `console`: the agent console's static files (embedded from `node/console/`) at `/console/`.
+//! - [`kb`]: knowledge-base search (Chinese and English full-text index) for the console.
+//! - [`web`]: the WebRTC gateway: browser agents as SIP phones of this node (`/api/v1/ws`) and
+//!   web callers ("call us", `/api/v1/webcall/ws`).
 //! - `telemetry`: logging set-up and the Prometheus recorder.
 //! - `cluster`: cluster mode (`[cluster] enabled`): the Raft log on sled and TCP, waiting for a
 //!   leader, announcing the node; `cluster::client`, the HTTP client of `lingxi cluster …`.
 //! - [`Node`]: wires storage, media, actors and transports together and stops them in order.
 #![warn(missing_docs, unreachable_pub, unsafe_code)]
 
+pub mod auth;
 pub mod cluster;
+pub mod console;
 mod http;
+pub mod kb;
 pub mod telemetry;
 pub mod transport;
+pub mod web;
 
 use anyhow::Context as _;
 use lingxi_actors::Switch;
@@ -44,6 +53,8 @@ pub struct Node {
     http_task: tokio::task::JoinHandle<()>,
     /// The Raft log and transport, in cluster mode.
     raft: Option<cluster::RaftParts>,
+    /// Token checks and logins, shared with every router that needs them.
+    auth: auth::Auth,
 }
 
 impl Node {
@@ -93,10 +104,32 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
-        let app = http::router(switch.clone(), prometheus);
+        let auth = auth::Auth::new(switch.log().clone(), &config.auth)?;
+        auth::spawn_first_admin(switch.log().clone(), config.clone(), shutdown.child_token())?;
+        let mut app =
+            http::router(switch.clone(), prometheus, auth.clone()).merge(console::router());
+        match (config.web.enabled, transports.udp_addr()) {
+            (true, Some(node_sip)) => {
+                let gateway = web::Gateway::start(
+                    config.clone(),
+                    switch.clone(),
+                    node_sip,
+                    shutdown.child_token(),
+                )
+                .await?;
+                app = app.merge(web::router(gateway, auth.clone()));
+            }
+            (true, None) => {
+                tracing::warn!("web gateway off: it needs SIP over UDP (sip.enable_udp)");
+            }
+            (false, _) => {}
+        }
         let token = shutdown.child_token();
         let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -127,6 +160,7 @@ impl Node {
             shutdown,
             http_task,
             raft,
+            auth,
         })
     }
 
@@ -148,6 +182,11 @@ impl Node {
     /// Where the Raft transport listens (cluster mode only).
     pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.raft.as_ref().map(|r| r.addr)
+    }
+
+    /// Token checks and logins (for routers merged beside the API, e.g. the web gateway).
+    pub fn auth(&self) -> &auth::Auth {
+        &self.auth
     }
 
     /// The switch, for in-process tests and tools.

@@ -2,8 +2,10 @@
 //!
 //! `lingxi` or `lingxi run [--config FILE]` starts a node (embedded defaults without a file).
 //! `lingxi check --config FILE` validates a configuration and exits.
-//! `lingxi cluster status|join|leave --api URL` inspects and changes a cluster through any
-//! member's HTTP API.
+//! `lingxi cluster status|join|leave --api URL [--token T]` inspects and changes a cluster
+//! through any member's HTTP API (`--token` or `LINGXI_TOKEN`: an API key or session token).
+//! `lingxi auth hash-password` reads a password on stdin and prints its argon2id hash;
+//! `lingxi auth new-api-key --name N --role R` prints a new key once, with its config lines.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -39,6 +41,36 @@ enum Cmd {
     /// Inspect or change a cluster through any member's HTTP API.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Passwords and API keys for `[auth]` / 密码与 API 密钥.
+    #[command(subcommand)]
+    Auth(AuthCmd),
+}
+
+#[derive(Subcommand)]
+enum AuthCmd {
+    /// Read a password from stdin (first line) and print its argon2id PHC hash, for
+    /// `POST /api/v1/users {"password_hash": …}`.
+    HashPassword,
+    /// Log in: reads the password from stdin (first line) and prints a session token, for
+    /// `export LINGXI_TOKEN=$(lingxi auth login --user admin < password-file)`.
+    Login {
+        /// Any node's HTTP API.
+        #[arg(long, env = "LINGXI_API", default_value = DEFAULT_API)]
+        api: String,
+        /// Username.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    /// Print a new random API key (shown only now) and the `[[auth.api_keys]]` lines holding
+    /// its SHA-256.
+    NewApiKey {
+        /// Name shown in logs (`apikey:<name>`).
+        #[arg(long)]
+        name: String,
+        /// admin, supervisor or agent.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 /// The HTTP API used when `--api` is not given (node1 of `config/examples/cluster-3`).
@@ -51,6 +83,9 @@ enum ClusterCmd {
         /// Any member's HTTP API.
         #[arg(long, env = "LINGXI_API", default_value = DEFAULT_API)]
         api: String,
+        /// Bearer token: an API key or a session token (supervisor or admin).
+        #[arg(long, env = "LINGXI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Print the raw JSON of `GET /api/v1/cluster`.
         #[arg(long)]
         json: bool,
@@ -60,6 +95,9 @@ enum ClusterCmd {
         /// Any member's HTTP API (the change is forwarded to the leader).
         #[arg(long, env = "LINGXI_API", default_value = DEFAULT_API)]
         api: String,
+        /// Bearer token of an admin: an API key or a session token.
+        #[arg(long, env = "LINGXI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The new node's `cluster.raft_id` (never reuse one).
         #[arg(long)]
         id: u64,
@@ -72,6 +110,9 @@ enum ClusterCmd {
         /// Any member's HTTP API.
         #[arg(long, env = "LINGXI_API", default_value = DEFAULT_API)]
         api: String,
+        /// Bearer token of an admin: an API key or a session token.
+        #[arg(long, env = "LINGXI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The node's `cluster.raft_id`.
         #[arg(long)]
         id: u64,
@@ -81,17 +122,78 @@ enum ClusterCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Cmd::Run { config: None });
-    if let Cmd::Cluster(c) = command {
-        // A tool's error is one line for people, not a backtrace.
-        if let Err(e) = cluster(c) {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+    let tool = match command {
+        Cmd::Cluster(c) => Some(cluster(c)),
+        Cmd::Auth(a) => Some(auth(a)),
+        other => {
+            lingxi_node::telemetry::init_logging();
+            return node_command(other);
         }
-        return Ok(());
+    };
+    // A tool's error is one line for people, not a backtrace.
+    if let Some(Err(e)) = tool {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
-    lingxi_node::telemetry::init_logging();
+    Ok(())
+}
+
+fn auth(a: AuthCmd) -> anyhow::Result<()> {
+    use lingxi_node::auth;
+    match a {
+        AuthCmd::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.chars().count() < 8 {
+                anyhow::bail!("the password must be at least 8 characters / 密码至少 8 个字符");
+            }
+            println!("{}", auth::hash_password(pw)?);
+            Ok(())
+        }
+        AuthCmd::Login { api, user } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let a = lingxi_node::cluster::client::Api::parse(&api)?;
+            let v = a.call(
+                "POST",
+                "/api/v1/auth/login",
+                Some(&serde_json::json!({"username": user, "password": password})),
+            )?;
+            let token = v["token"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the login answer has no token: {v}"))?;
+            println!("{token}");
+            Ok(())
+        }
+        AuthCmd::NewApiKey { name, role } => {
+            if auth::Role::parse(&role).is_none() {
+                anyhow::bail!("--role {role}: expected admin, supervisor or agent");
+            }
+            if name.is_empty() || name.contains(['"', '\\', '\n']) {
+                anyhow::bail!("--name {name:?}: expected a short name without quotes");
+            }
+            let key = format!("lxk_{}", auth::new_token());
+            println!("# API key (shown only now; send it as `Authorization: Bearer <key>`):");
+            println!("#   {key}");
+            println!("# Add to the config of every node:");
+            println!("[[auth.api_keys]]");
+            println!("name = \"{name}\"");
+            println!("role = \"{role}\"");
+            println!("sha256 = \"{}\"", auth::sha256_hex(&key));
+            Ok(())
+        }
+    }
+}
+
+fn node_command(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Cluster(_) => unreachable!("handled above"),
+        Cmd::Cluster(_) | Cmd::Auth(_) => unreachable!("tools are handled in main"),
         Cmd::Check { config } => {
             let cfg = Config::load(Some(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
@@ -117,8 +219,8 @@ fn cluster(c: ClusterCmd) -> anyhow::Result<()> {
     use lingxi_node::cluster::client::{Api, render_status};
     use serde_json::json;
     match c {
-        ClusterCmd::Status { api, json } => {
-            let a = Api::parse(&api)?;
+        ClusterCmd::Status { api, token, json } => {
+            let a = Api::parse(&api)?.with_token(token);
             let v = a.call("GET", "/api/v1/cluster", None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -127,8 +229,13 @@ fn cluster(c: ClusterCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ClusterCmd::Join { api, id, addr } => {
-            let a = Api::parse(&api)?;
+        ClusterCmd::Join {
+            api,
+            token,
+            id,
+            addr,
+        } => {
+            let a = Api::parse(&api)?.with_token(token);
             let v = a.call(
                 "POST",
                 "/api/v1/cluster/members",
@@ -140,8 +247,8 @@ fn cluster(c: ClusterCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ClusterCmd::Leave { api, id } => {
-            let a = Api::parse(&api)?;
+        ClusterCmd::Leave { api, token, id } => {
+            let a = Api::parse(&api)?.with_token(token);
             let v = a.call("DELETE", &format!("/api/v1/cluster/members/{id}"), None)?;
             println!("raft id {id} removed; voters now {}", v["raft"]["voters"]);
             Ok(())

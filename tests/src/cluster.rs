@@ -405,6 +405,12 @@ wrapup_secs = 1
 [debug]
 fault_injection = true
 
+# The harness's HTTP helpers send this key (crate::node::TEST_API_KEY) as a bearer token.
+[[auth.api_keys]]
+name = "tests"
+role = "admin"
+sha256 = "{api_key_sha256}"
+
 [cluster]
 enabled = {clustered}
 raft_id = {raft_id}
@@ -463,6 +469,7 @@ skills = {{ support = 5 }}
             raft_id = n.raft_id,
             raft = n.raft_listen,
             peers = peers.join(", "),
+            api_key_sha256 = crate::node::TEST_API_KEY_SHA256,
         );
         std::fs::write(&n.config_path, toml)
             .with_context(|| format!("writing {}", n.config_path.display()))
@@ -894,7 +901,12 @@ skills = {{ support = 5 }}
     /// returns (success, stdout + stderr).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
         let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        // The CLI authenticates with the harness's API key (as an operator would with
+        // LINGXI_TOKEN).
+        cmd.args(args)
+            .env("LINGXI_TOKEN", crate::node::TEST_API_KEY)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
             .await
             .map_err(|_| anyhow!("lingxi {args:?} did not finish within 30 s"))??;

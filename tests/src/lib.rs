@@ -21,9 +21,11 @@
 //! - `msg`: received SIP messages (parsed with rsip), SDP, digest authentication.
 //! - `ua`: [`TestUa`], the SIP user agent (UDP), and [`Dialog`].
 //! - `rtp`: [`Rtp`], an RTP endpoint that sends marked PCMU and counts what arrives.
+//! - `browser`: [`browser::Browser`], headless Chromium over WebDriver with fake audio devices.
 //! - `node`: [`TestNode`], configs for tests, a tiny HTTP/1.1 client, polling helpers.
 #![warn(missing_docs, unsafe_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod msg;
 pub mod node;

@@ -38,8 +38,17 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// The admin API key every test node accepts (configured by [`base_config`] and the cluster
+/// harness); [`http_request`] sends it. A test value, never for production.
+pub const TEST_API_KEY: &str = "lingxi-test-admin-api-key-not-for-production";
+
+/// Hex SHA-256 of [`TEST_API_KEY`], as `[[auth.api_keys]]` wants it.
+pub const TEST_API_KEY_SHA256: &str =
+    "3a74798134b08b6cd79dd3a530faf2bfbc81670e5cb2eca36990bed906f71712";
+
 /// A node config for tests: loopback, ephemeral SIP and HTTP ports, its own RTP range, fast
-/// ACD timers (ring 15 s, wrap-up 1 s), recording off, fault injection on; no queues or agents.
+/// ACD timers (ring 15 s, wrap-up 1 s), recording off, fault injection on, the admin API key
+/// [`TEST_API_KEY`]; no queues or agents.
 pub fn base_config() -> Config {
     let mut c = Config::default();
     // Actor names are process-wide: every node in the test process needs its own id.
@@ -58,6 +67,11 @@ pub fn base_config() -> Config {
     c.acd.wrapup_secs = 1;
     c.recording.enabled = false;
     c.debug.fault_injection = true;
+    c.auth.api_keys.push(lingxi_config::ApiKeyConfig {
+        name: "tests".into(),
+        role: "admin".into(),
+        sha256: TEST_API_KEY_SHA256.into(),
+    });
     c
 }
 
@@ -309,13 +323,27 @@ where
 }
 
 /// A minimal HTTP/1.1 client: one request per connection (`Connection: close`); handles
-/// Content-Length, chunked and read-to-end bodies.
+/// Content-Length, chunked and read-to-end bodies. Authenticated with [`TEST_API_KEY`].
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> anyhow::Result<(u16, String)> {
+    http_request_as(addr, method, path, body, &[("Authorization", &format!("Bearer {TEST_API_KEY}"))])
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// [`http_request`] with exactly the extra `headers` given (none: an anonymous request);
+/// returns status, the response head (status line and headers) and the body.
+pub async fn http_request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String, String)> {
     let io = async {
         let mut s = TcpStream::connect(addr)
             .await
@@ -323,6 +351,9 @@ pub async fn http_request(
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n"
         );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
         match body {
             Some((ctype, b)) => req.push_str(&format!(
                 "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
@@ -369,7 +400,7 @@ pub async fn http_request(
     } else {
         raw_body.to_vec()
     };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -665,6 +665,33 @@ impl TestUa {
             .1)
     }
 
+    /// Blind transfer: REFER in dialog `d` with `Refer-To: <target>`; returns the final
+    /// response (202 when the switch accepted it).
+    pub async fn refer(&mut self, d: &mut Dialog, target: &str) -> anyhow::Result<SipMsg> {
+        d.local_cseq += 1;
+        let branch = new_branch();
+        let extra = vec![
+            format!("Contact: {}", self.contact()),
+            format!("Refer-To: <{target}>"),
+        ];
+        let bytes = self.format_request(
+            "REFER",
+            &d.remote_target,
+            &branch,
+            &format!("<{}>;tag={}", d.local_uri, d.local_tag),
+            &format!("<{}>;tag={}", d.remote_uri, d.remote_tag),
+            &d.call_id,
+            d.local_cseq,
+            &extra,
+            None,
+        );
+        let what = format!("REFER in dialog {}", d.call_id);
+        Ok(self
+            .transact(&what, bytes, d.target_addr, &branch, "REFER")
+            .await?
+            .1)
+    }
+
     /// Sends a re-INVITE in dialog `d` with `sdp` (hold, unhold, new media address), ACKs a
     /// 2xx, and returns the final response.
     pub async fn reinvite(&mut self, d: &mut Dialog, sdp: &str) -> anyhow::Result<SipMsg> {

@@ -133,6 +133,10 @@ mod tests {
             failovers: 0,
             recordings: vec![],
             index,
+            disposition: None,
+            note: None,
+            disposition_by: None,
+            transfers: vec![],
         }
     }
 

@@ -406,6 +406,9 @@ mod tests {
             failovers: 0,
             recordings: vec![],
             index,
+            disposition: None,
+            note: None,
+            disposition_by: None,
         }
     }
 

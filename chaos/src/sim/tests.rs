@@ -250,40 +250,35 @@ fn fixed_gap_restart_resumes_own_calls() {
 /// catch-up had moved it on: two nodes served it. The product now checks the owner.
 #[test]
 fn fixed_gap_resume_checks_current_owner() {
-    let (without, _) = without_and_with(113, |m| m.check_owner_on_resume = false);
-    assert!(
-        any_violation(&without, "served by"),
-        "{}",
-        without.summary()
-    );
-    // The check alone closes this seed's double service.
-    let mut fixed = SimConfig::for_seed(113);
-    fixed.model = Model {
-        check_owner_on_resume: true,
-        ..Model::default()
-    };
-    let fixed = run(&fixed);
-    assert!(fixed.passed(), "{}", fixed.summary());
+    for seed in [23, 41] {
+        let (without, with) = without_and_with(seed, |m| m.check_owner_on_resume = false);
+        assert!(
+            any_violation(&without, "served by"),
+            "seed {seed}: {}",
+            without.summary()
+        );
+        assert!(with.passed(), "seed {seed}: {}", with.summary());
+    }
 }
 
 /// Fixed gap: a node that caught up from a raft snapshot stored no CDR for the calls that
 /// ended within it. Snapshots now carry the newest CDRs.
 #[test]
 fn fixed_gap_snapshot_carries_cdrs() {
-    let (without, with) = without_and_with(9, |m| m.cdrs_in_snapshots = false);
+    let (without, with) = without_and_with(30, |m| m.cdrs_in_snapshots = false);
     let gone = "gone from the state without one";
     assert!(any_violation(&without, gone), "{}", without.summary());
     assert!(!any_violation(&with, gone), "{}", with.summary());
 }
 
-/// The lease counts messages *received* from any majority; the leader declares a node dead
-/// from *its own* silence clock. They disagree: with a one-way cut (n1 → leader) n1 still
-/// hears everyone and keeps serving while the leader moves its calls (seed 5); a frozen node
-/// thaws, hears fresh messages and serves calls that moved until it catches up (seed 4).
-/// A lease that is a ReadIndex round trip with the leader, counted from the ask, holds
-/// (every invariant, every seed of the sweep).
+/// Fixed gap: the lease counted messages *received* from any majority, while the leader
+/// declares a node dead from *its own* silence clock. They disagreed: with a one-way cut
+/// (n1 → leader) n1 still heard everyone and kept serving while the leader moved its calls
+/// (seed 5); a frozen node thawed, heard fresh messages and served calls that had moved until
+/// it caught up (seed 4). The lease is now a ReadIndex round trip with the leader, counted
+/// from the ask, and holds (every invariant, every seed of the sweep).
 #[test]
-fn product_gap_lease_is_not_tied_to_the_leader() {
+fn fixed_gap_lease_is_tied_to_the_leader() {
     for seed in [5, 4] {
         let mut without = SimConfig::ci(seed);
         without.model.leader_lease = false;
@@ -296,11 +291,16 @@ fn product_gap_lease_is_not_tied_to_the_leader() {
 
 /// Fixed gap: a node declared dead while its own lease said it was fine never fenced, so it
 /// never announced itself again and every call it proposed was refused for good. The product
-/// now fences when it sees itself declared dead, and re-announces.
+/// now fences when it sees itself declared dead, and re-announces. (Found with the earlier
+/// "heard a majority" lease, under which these seeds show it; the leader's lease makes the
+/// window rare: no seed of the first 600 shows it.)
 #[test]
 fn fixed_gap_declared_dead_node_recovers() {
     for seed in [11, 5] {
-        let (without, with) = without_and_with(seed, |m| m.fence_when_declared_dead = false);
+        let (without, with) = without_and_with(seed, |m| {
+            m.fence_when_declared_dead = false;
+            m.leader_lease = false;
+        });
         assert!(
             any_violation(&without, "declared dead"),
             "seed {seed}: {}",
@@ -313,3 +313,4 @@ fn fixed_gap_declared_dead_node_recovers() {
         );
     }
 }
+

@@ -151,6 +151,10 @@ struct Shared {
     storage: RaftStorage,
     /// When a Raft message last came from each peer: the failure detector reads it.
     last_heard: Mutex<HashMap<u64, Instant>>,
+    /// Until when this node may serve calls: the leader confirmed it still leads, through a
+    /// ReadIndex round trip asked at `t`, and this node applied up to that read index; the
+    /// lease then runs until `t + election_tick × tick` (see [`RaftLog::holds_lease`]).
+    lease_until: Mutex<Option<Instant>>,
 }
 
 enum Request {
@@ -322,6 +326,7 @@ impl RaftLog {
             store,
             storage: storage.clone(),
             last_heard: Mutex::new(HashMap::new()),
+            lease_until: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(8192);
         let stop = CancellationToken::new();
@@ -348,6 +353,8 @@ impl RaftLog {
             last_leader: 0,
             ticks: 0,
             conf_changed: false,
+            reads_asked: HashMap::new(),
+            reads_answered: Vec::new(),
         };
         // Replays the committed log now, so `read` sees the restored state at once.
         driver.on_ready()?;
@@ -409,6 +416,19 @@ impl RaftLog {
             .iter()
             .map(|(id, t)| (*id, now.saturating_duration_since(*t)))
             .collect()
+    }
+
+    /// Whether this node holds the lease now: it may serve calls (see `Driver::ask_lease`).
+    pub fn holds_lease(&self) -> bool {
+        self.lease_remaining() > Duration::ZERO
+    }
+
+    /// How much of the lease is left (zero when none is held).
+    pub fn lease_remaining(&self) -> Duration {
+        self.shared
+            .lease_until
+            .lock()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 
     /// This node's id.
@@ -544,6 +564,11 @@ struct Driver {
     /// A conf change was applied since the last snapshot: the next snapshot is taken at
     /// once, because a node only accepts a snapshot whose membership includes it.
     conf_changed: bool,
+    /// Lease reads in flight: ReadIndex context tag → when it was asked.
+    reads_asked: HashMap<u64, Instant>,
+    /// Lease reads the leader confirmed: (asked at, read index), waiting for this node to
+    /// apply up to the index.
+    reads_answered: Vec<(Instant, u64)>,
 }
 
 impl Driver {
@@ -560,6 +585,9 @@ impl Driver {
                     self.ticks = self.ticks.wrapping_add(1);
                     if self.ticks % 2 == 0 {
                         self.ping_peers();
+                    }
+                    if self.ticks % self.lease_read_every() == 0 {
+                        self.ask_lease();
                     }
                 }
                 env = self.inbox.recv(), if self.inbox_open => match env {
@@ -800,8 +828,16 @@ impl Driver {
         if *ready.snapshot() != Snapshot::default() {
             self.restore(ready.snapshot().clone())?;
         }
-        // 3. Committed entries.
+        // 3. Committed entries, then the leader's answers to lease reads.
         self.apply(ready.take_committed_entries())?;
+        for rs in ready.take_read_states() {
+            let asked = parse_context(&rs.request_ctx)
+                .filter(|(origin, _)| *origin == self.cfg.id)
+                .and_then(|(_, tag)| self.reads_asked.remove(&tag));
+            if let Some(asked) = asked {
+                self.reads_answered.push((asked, rs.index));
+            }
+        }
         // 4. Persist entries and hard state.
         self.storage.append(ready.entries())?;
         if let Some(hs) = ready.hs() {
@@ -822,7 +858,56 @@ impl Driver {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.renew_lease();
         Ok(())
+    }
+
+    /// The lease: how long a confirmed read lets this node serve.
+    fn lease(&self) -> Duration {
+        self.cfg.tick * self.cfg.election_tick as u32
+    }
+
+    /// Ticks between lease reads: several per lease, so one lost round trip does not lapse it.
+    fn lease_read_every(&self) -> u64 {
+        (self.cfg.election_tick as u64 * 2 / 5).max(1)
+    }
+
+    /// Asks the leader, through a ReadIndex round trip, to confirm that it still leads with a
+    /// majority. The answer (in a later ready) renews the lease from the time of asking: the
+    /// leader heard from this node after that time, so it cannot declare this node dead
+    /// before `asked + cluster.failure_detection_ms`, which is longer than the lease; and a
+    /// newer leader could only have been elected after that confirmation.
+    fn ask_lease(&mut self) {
+        let now = Instant::now();
+        let lease = self.lease();
+        self.reads_asked
+            .retain(|_, asked| now.saturating_duration_since(*asked) < lease);
+        let tag = self.next_tag();
+        self.reads_asked.insert(tag, now);
+        self.raw.read_index(context(self.cfg.id, tag));
+    }
+
+    /// Extends the lease by every confirmed read whose index this node has applied: it then
+    /// knows everything the majority had committed when it asked (a `NodeDown` for it, say).
+    fn renew_lease(&mut self) {
+        if self.reads_answered.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let lease = self.lease();
+        let mut until = None;
+        self.reads_answered.retain(|(asked, index)| {
+            if *index <= applied {
+                until = until.max(Some(*asked + lease));
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(until) = until {
+            let mut held = self.shared.lease_until.lock();
+            *held = (*held).max(Some(until));
+        }
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
@@ -948,12 +1033,9 @@ impl Driver {
         };
         for (i, r) in results.iter().enumerate() {
             let Ok(events) = r else { continue };
-            for ev in events {
-                if let Event::CallEnded(cdr) = ev
-                    && let Err(err) = self.shared.store.put_cdr(cdr)
-                {
-                    tracing::error!(index = cdr.index, error = %err, "cannot store CDR");
-                }
+            // New CDRs, and dispositions on CDRs already stored.
+            if let Err(err) = crate::store::persist_events(&*self.shared.store, events) {
+                tracing::error!(error = %err, "cannot store CDR");
             }
             if self.shared.applied.receiver_count() > 0 {
                 let _ = self.shared.applied.send(Arc::new(Applied {

@@ -209,6 +209,52 @@ async fn cut_off_leader_is_replaced_and_cannot_commit() {
     }
 }
 
+/// The lease is the leader's word, not what a node happens to hear: a follower that the
+/// leader cannot reach (one-way cut) still hears the other follower, yet loses its lease;
+/// a cut-off leader loses its own; both get it back when the network heals.
+#[tokio::test]
+async fn lease_needs_the_leaders_confirmation() {
+    let net = MemNetwork::new();
+    let nodes: Vec<RaftLog> = (1..=3)
+        .map(|id| start(&net, config(id, &[1, 2, 3]), RaftStorage::memory()))
+        .collect();
+    let all: Vec<&RaftLog> = nodes.iter().collect();
+    let l = leader(&all).await;
+    propose_ok(&nodes[0], agent(1)).await;
+    wait_for("every node holds the lease", || {
+        nodes.iter().all(|n| n.holds_lease())
+    })
+    .await;
+    let lease = Duration::from_millis(10 * 20);
+    assert!(nodes.iter().all(|n| n.lease_remaining() <= lease));
+
+    let f = nodes.iter().find(|n| n.id() != l).unwrap();
+    net.cut_one_way(l, f.id());
+    wait_for("the unreachable follower loses its lease", || {
+        !f.holds_lease()
+    })
+    .await;
+    let others: Vec<&RaftLog> = nodes.iter().filter(|n| n.id() != f.id()).collect();
+    wait_for("the others keep theirs", || {
+        others.iter().all(|n| n.holds_lease())
+    })
+    .await;
+    net.heal();
+    wait_for("the follower gets it back", || f.holds_lease()).await;
+
+    net.isolate(l);
+    let old = nodes.iter().find(|n| n.id() == l).unwrap();
+    wait_for("a cut-off leader loses its lease", || !old.holds_lease()).await;
+    net.heal();
+    wait_for("every node holds the lease again", || {
+        nodes.iter().all(|n| n.holds_lease())
+    })
+    .await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn node_restarted_from_its_sled_dir_catches_up() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();

@@ -216,6 +216,11 @@ impl MemNetwork {
         g.cut.insert((b, a));
     }
 
+    /// Loses every message from `from` to `to` (the other way still works).
+    pub fn cut_one_way(&self, from: u64, to: u64) {
+        self.inner.lock().cut.insert((from, to));
+    }
+
     /// Cuts `id` off from every node that joined.
     pub fn isolate(&self, id: u64) {
         let others: Vec<u64> = self.inner.lock().inboxes.keys().copied().collect();

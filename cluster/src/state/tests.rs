@@ -2,7 +2,7 @@ use super::*;
 use crate::model::{Overflow, Registration};
 use crate::{DialogRole, DialogState, SipTransport};
 
-fn dialog(call_id: &str) -> DialogState {
+pub(super) fn dialog(call_id: &str) -> DialogState {
     DialogState {
         call_id: call_id.into(),
         local_tag: "lt".into(),
@@ -23,7 +23,7 @@ fn dialog(call_id: &str) -> DialogState {
     }
 }
 
-fn queue(id: &str, skill: &str) -> Command {
+pub(super) fn queue(id: &str, skill: &str) -> Command {
     Command::UpsertQueue(QueueSpec {
         id: id.into(),
         name: id.into(),
@@ -40,7 +40,7 @@ fn queue(id: &str, skill: &str) -> Command {
     })
 }
 
-fn agent(id: &str, prof: u8) -> Command {
+pub(super) fn agent(id: &str, prof: u8) -> Command {
     Command::UpsertAgent {
         id: id.into(),
         name: id.into(),
@@ -50,7 +50,7 @@ fn agent(id: &str, prof: u8) -> Command {
     }
 }
 
-fn register(id: &str, at_ms: u64) -> Command {
+pub(super) fn register(id: &str, at_ms: u64) -> Command {
     Command::Register {
         id: id.into(),
         registration: Some(Registration {
@@ -65,7 +65,7 @@ fn register(id: &str, at_ms: u64) -> Command {
     }
 }
 
-fn arrive(id: &str, at_ms: u64) -> Command {
+pub(super) fn arrive(id: &str, at_ms: u64) -> Command {
     Command::CallArrived {
         call_id: id.into(),
         caller: "caller".into(),
@@ -76,7 +76,7 @@ fn arrive(id: &str, at_ms: u64) -> Command {
     }
 }
 
-fn enqueue(id: &str, priority: u8, at_ms: u64) -> Command {
+pub(super) fn enqueue(id: &str, priority: u8, at_ms: u64) -> Command {
     Command::CallQueued {
         call_id: id.into(),
         queue: "support".into(),
@@ -86,7 +86,7 @@ fn enqueue(id: &str, priority: u8, at_ms: u64) -> Command {
 }
 
 /// Applies commands at consecutive indexes, failing the test on a refusal.
-fn run(sm: &mut StateMachine, cmds: Vec<Command>) -> Vec<Event> {
+pub(super) fn run(sm: &mut StateMachine, cmds: Vec<Command>) -> Vec<Event> {
     let mut out = Vec::new();
     for c in cmds {
         let i = sm.applied_index() + 1;
@@ -98,7 +98,7 @@ fn run(sm: &mut StateMachine, cmds: Vec<Command>) -> Vec<Event> {
     out
 }
 
-fn try_apply(sm: &mut StateMachine, c: Command) -> Result<Vec<Event>, ClusterError> {
+pub(super) fn try_apply(sm: &mut StateMachine, c: Command) -> Result<Vec<Event>, ClusterError> {
     let i = sm.applied_index() + 1;
     sm.apply(i, &c)
 }

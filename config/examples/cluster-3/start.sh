@@ -39,6 +39,15 @@ if [[ -z "$bin" ]]; then
     fi
 fi
 
+# The first admin's password, shared by the three nodes (whichever leads creates the admin):
+# generated once into data/admin-password (mode 0600).
+pwfile="$here/data/admin-password"
+if [[ ! -s "$pwfile" ]]; then
+    mkdir -p "$here/data"
+    (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$pwfile")
+fi
+export LINGXI__AUTH__ADMIN_PASSWORD_FILE="$pwfile"
+
 for n in 1 2 3; do
     pidf="$logs/node$n.pid"
     if [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
@@ -50,10 +59,11 @@ for n in 1 2 3; do
     echo "node$n started (pid $!): SIP 127.0.0.1:516$n, HTTP http://127.0.0.1:818$n, Raft 127.0.0.1:716$n, log $logs/node$n.log"
 done
 
-# Wait (up to 20 s) until node1's API answers with a leader.
+# Wait (up to 20 s) until node1's API answers with a leader (the admin exists once one leads).
 for _ in $(seq 1 100); do
-    if "$bin" cluster status --api http://127.0.0.1:8181 2>/dev/null | grep -q '^leader: *node'; then
-        "$bin" cluster status --api http://127.0.0.1:8181
+    if token=$("$bin" auth login --api http://127.0.0.1:8181 --user admin <"$pwfile" 2>/dev/null) &&
+        LINGXI_TOKEN="$token" "$bin" cluster status --api http://127.0.0.1:8181 2>/dev/null | grep -q '^leader: *node'; then
+        LINGXI_TOKEN="$token" "$bin" cluster status --api http://127.0.0.1:8181
         break
     fi
     sleep 0.2
@@ -61,6 +71,8 @@ done
 
 cat <<MSG
 
+Token:   export LINGXI_TOKEN=\$($bin auth login --api http://127.0.0.1:8181 --user admin < $pwfile)
+         (admin password: $pwfile; console: http://127.0.0.1:8181/console/)
 Status:  $bin cluster status --api http://127.0.0.1:8182
 Logs:    tail -f $logs/node*.log
 Stop:    $here/start.sh stop        (or: kill \$(cat $logs/node*.pid))

@@ -25,6 +25,9 @@ pub struct Api {
     authority: String,
     /// Path prefix, without a trailing slash (usually empty).
     prefix: String,
+    /// Bearer token sent with every request (`--token` / `LINGXI_TOKEN`): a session token
+    /// from login or an API key.
+    token: Option<String>,
 }
 
 impl Api {
@@ -52,7 +55,14 @@ impl Api {
         Ok(Api {
             authority: authority.to_string(),
             prefix: prefix.to_string(),
+            token: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (an empty token sends none).
+    pub fn with_token(mut self, token: Option<String>) -> Api {
+        self.token = token.filter(|t| !t.trim().is_empty());
+        self
     }
 
     /// The full URL of `path`.
@@ -97,6 +107,9 @@ impl Api {
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lingxi-cli\r\nAccept: application/json\r\nConnection: close\r\n",
             self.prefix, self.authority
         );
+        if let Some(t) = &self.token {
+            let _ = write!(req, "Authorization: Bearer {}\r\n", t.trim());
+        }
         if body.is_some() {
             let _ = write!(
                 req,
@@ -140,6 +153,12 @@ impl Api {
             .get("error")
             .and_then(Value::as_str)
             .map_or_else(|| v.to_string(), str::to_string);
+        if status == 401 {
+            bail!(
+                "{method} {}: HTTP 401: {msg} (pass --token or set LINGXI_TOKEN to an API key or a session token from POST /api/v1/auth/login)",
+                self.url(path)
+            )
+        }
         bail!("{method} {}: HTTP {status}: {msg}", self.url(path))
     }
 }
