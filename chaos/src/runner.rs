@@ -7,7 +7,10 @@
 //! every node stores. The result is a [`report::Report`].
 //!
 //! # Layout
-//! - `schedule`: the seeded fault plan (kill/restart, freeze, partition, netem).
+//! - `schedule`: the seeded fault plan (kill/restart, freeze, partition, netem, clock,
+//!   disk full, slow fsync).
+//! - `host`: what clock, disk and fsync faults need around the nodes (libfaketime, a
+//!   loop-mounted filesystem per data directory, an fsync interposer).
 //! - `netem`: a frame-aware proxy that delays and drops Raft frames.
 //! - `media`: an RTP endpoint that watches which node its packets come from.
 //! - `load`: agents, callers and probes, and what they saw.
@@ -18,6 +21,8 @@
 
 #[path = "runner/checks.rs"]
 pub mod checks;
+#[path = "runner/host.rs"]
+pub mod host;
 #[path = "runner/load.rs"]
 pub mod load;
 #[path = "runner/media.rs"]
@@ -33,6 +38,7 @@ pub mod schedule;
 
 use anyhow::{Context as _, bail};
 use checks::{Final, History};
+use host::Host;
 use lingxi_chaos::invariants::agreement::StateCheckpoint;
 use lingxi_chaos::invariants::progress::{HealWindow, NodeReadiness};
 use lingxi_chaos::invariants::{Digest, Violation};
@@ -89,6 +95,9 @@ pub struct RunConfig {
     pub failover_window: Duration,
     /// How long to wait, after the load stops, for every call to end.
     pub drain_timeout: Duration,
+    /// What clock, disk and fsync faults need around the nodes ([`Host::prepare`], before
+    /// the runtime starts). `None`: those faults are skipped (and named in the report).
+    pub host: Option<Arc<Host>>,
 }
 
 impl RunConfig {
@@ -117,6 +126,7 @@ impl RunConfig {
             heal_bound: Duration::from_secs(20),
             failover_window: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(120),
+            host: None,
         }
     }
 
@@ -151,12 +161,28 @@ impl RunConfig {
     }
 }
 
-/// Fault kinds issue 4 names that this runner does not inject.
-const NOT_INJECTED: [&str; 3] = [
-    "clock jumps (need CAP_SYS_TIME or libfaketime; the state machine takes time from commands, so a jump shows only in timers)",
-    "disk full (needs a size-limited filesystem per data dir: a loop mount or tmpfs, i.e. root)",
-    "slow fsync (needs a FUSE or dm-delay device under the data dir, i.e. root)",
-];
+/// Fault kinds this run was asked for but cannot inject here, and why.
+fn not_injected(cfg: &RunConfig) -> Vec<String> {
+    [FaultKind::Clock, FaultKind::DiskFull, FaultKind::SlowFsync]
+        .into_iter()
+        .filter(|k| cfg.faults.contains(k))
+        .filter_map(|k| host_for(cfg.host.as_deref(), k).err().map(|why| format!("{k}: {why}")))
+        .collect()
+}
+
+/// The host, if faults of `kind` can be injected (kinds that need none always can).
+fn host_for(host: Option<&Host>, kind: FaultKind) -> Result<Option<&Host>, String> {
+    match (kind, host) {
+        (FaultKind::Clock | FaultKind::DiskFull | FaultKind::SlowFsync, None) => {
+            Err("the runner was started without its host set-up (Host::prepare)".into())
+        }
+        (_, Some(h)) => match h.unavailable(kind) {
+            Some(why) => Err(why),
+            None => Ok(Some(h)),
+        },
+        (_, None) => Ok(None),
+    }
+}
 
 /// Runs one chaos run and returns its report (`invariants_held` says whether it passed). An
 /// error means the run itself could not be carried out (the cluster did not start...).
@@ -178,6 +204,12 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let mut cl = Cluster::start(cfg.nodes)
         .await
         .context("starting the cluster")?;
+    if let Some(h) = &cfg.host {
+        if plan.iter().any(|f| f.kind == FaultKind::DiskFull) {
+            say("chaos: putting each node's data directory on its own filesystem (a restart each)");
+            h.mount_data_dirs(&mut cl).await;
+        }
+    }
     let netem = Arc::new(NetemState::default());
     let _proxies = if plan.iter().any(|f| f.kind == FaultKind::Netem) {
         say(
@@ -244,6 +276,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         netem.clone(),
         heals.clone(),
         cfg.heal_bound,
+        cfg.host.clone(),
     ));
     let callers = tokio::spawn(generate_load(cfg.clone(), load.clone(), base, end_ms));
     let probes = tokio::spawn(probe_uptime(cfg.clone(), load.clone(), end_ms));
@@ -391,7 +424,7 @@ fn build_report(
         wall_s: started.elapsed().as_secs_f64(),
         replay: cfg.replay_command(),
         faults,
-        faults_not_injected: NOT_INJECTED.iter().map(|s| s.to_string()).collect(),
+        faults_not_injected: not_injected(cfg),
         calls_placed: load_calls.len() as u64,
         calls_answered: count(&|c| c.answered_ms.is_some()),
         calls_agent_answered: count(&|c| c.agent.is_some()),
@@ -567,6 +600,7 @@ async fn inject(
     netem: Arc<NetemState>,
     heals: Heals,
     heal_bound: Duration,
+    host: Option<Arc<Host>>,
 ) -> (Cluster, Vec<FaultRecord>) {
     let mut out = Vec::new();
     let mut earliest = 0;
@@ -578,15 +612,40 @@ async fn inject(
         let name = cl.name(i).to_string();
         let at_ms = load.ms();
         let mut error = None;
-        let detail = match f.kind {
+        let mut detail = match f.kind {
             FaultKind::Netem => format!(
                 "delay {}+0..{} ms, loss {:.0}%",
                 f.delay_ms,
                 f.jitter_ms,
                 f.loss * 100.0
             ),
+            FaultKind::Clock => format!("wall clock {:+} s, monotonic untouched", f.clock_step_s),
+            FaultKind::SlowFsync => format!("each fsync +{} ms", f.delay_ms),
             _ => String::new(),
         };
+        let host = match host_for(host.as_deref(), f.kind) {
+            Ok(h) => h,
+            Err(why) => {
+                say(&format!("chaos: {} of {name} skipped: {why}", f.kind));
+                out.push(FaultRecord {
+                    at_ms,
+                    kind: f.kind,
+                    node: name,
+                    planned_at_ms: planned,
+                    duration_ms: 0,
+                    healed_at_ms: at_ms,
+                    detail,
+                    error: Some(format!("skipped: {why}")),
+                    skipped: true,
+                });
+                continue;
+            }
+        };
+        if let Some(h) = host {
+            detail = format!("{detail} ({})", h.mechanism(f.kind))
+                .trim_start()
+                .to_string();
+        }
         say(&format!(
             "chaos: t={:.1}s {} {name} for {} ms {detail}",
             (at_ms - base) as f64 / 1000.0,
@@ -643,6 +702,45 @@ async fn inject(
                 tokio::time::sleep(hold).await;
                 netem.clear(id);
             }
+            FaultKind::Clock | FaultKind::SlowFsync => {
+                let h = host.expect("host_for gave one");
+                let config = cl.nodes[i].config_path.clone();
+                let set = |on: bool| {
+                    if f.kind == FaultKind::Clock {
+                        h.set_clock(&config, if on { f.clock_step_s } else { 0 })
+                    } else {
+                        h.set_fsync_delay(&config, if on { f.delay_ms } else { 0 })
+                    }
+                };
+                match set(true) {
+                    Ok(()) => {
+                        tokio::time::sleep(hold).await;
+                        if let Err(e) = set(false) {
+                            error = Some(format!("healing: {e:#}"));
+                        }
+                    }
+                    Err(e) => error = Some(format!("{e:#}")),
+                }
+            }
+            FaultKind::DiskFull => {
+                let h = host.expect("host_for gave one");
+                let data = cl.nodes[i].data_dir.clone();
+                match h.fill(&data) {
+                    Ok(taken) => {
+                        detail = format!(
+                            "ballast {} MiB, {} KiB left ({})",
+                            taken >> 20,
+                            h.free(&data).unwrap_or(0) >> 10,
+                            h.mechanism(f.kind)
+                        );
+                        tokio::time::sleep(hold).await;
+                    }
+                    Err(e) => error = Some(format!("{e:#}")),
+                }
+                if let Err(e) = h.drain(&data) {
+                    error = Some(format!("removing the ballast: {e:#}"));
+                }
+            }
         }
         let healed_at_ms = load.ms();
         if let Some(e) = &error {
@@ -667,6 +765,7 @@ async fn inject(
             healed_at_ms,
             detail,
             error,
+            skipped: false,
         });
         // The next fault waits for a quiet gap even if this one overran its plan.
         earliest = healed_at_ms + 2_000;

@@ -569,7 +569,6 @@ impl WebRtcBridge {
                 RTCRtpCodecParameters {
                     rtp_codec: rtc_codec(codec),
                     payload_type: codec.payload_type(),
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )
@@ -586,7 +585,6 @@ impl WebRtcBridge {
                             rtcp_feedback: vec![],
                         },
                         payload_type: te,
-                        ..Default::default()
                     },
                     RtpCodecKind::Audio,
                 )

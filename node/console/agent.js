@@ -2,14 +2,13 @@
 // answer, hang up, hold, mute, keypad, blind transfer, call timer), the screen pop and the
 // wrap-up form, beside the knowledge base.
 
-import { t, label, stateName, outcomeName, dateTime } from './i18n.js';
+import { t, lang, label, stateName, outcomeName, endReason, dateTime } from './i18n.js';
 import * as api from './api.js';
 import { h, replace, duration, icon } from './dom.js';
 import * as ring from './ring.js';
 import { KnowledgePanel } from './kb.js';
 
 const POLL_MS = 2000;
-const RECONNECT_MS = 5000;
 const DIGITS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 
 /** The agent desk view. */
@@ -58,15 +57,14 @@ export class AgentDesk {
     this.connectPhone();
   }
 
-  /** Stops timers, hangs up nothing (the switch ends calls when the phone's socket closes). */
+  /** Stops timers and closes the phone (the switch unregisters it after a short grace). */
   destroy() {
     this.destroyed = true;
     for (const id of this.timers) clearInterval(id);
-    clearTimeout(this.reconnectTimer);
     ring.stop();
-    if (this.phone && typeof this.phone.close === 'function') {
+    if (this.phone) {
       try {
-        this.phone.close();
+        this.phone.disconnect();
       } catch (_) {
         // Already closed.
       }
@@ -78,55 +76,68 @@ export class AgentDesk {
 
   // ------------------------------------------------------------ phone
 
+  /**
+   * Loads softphone.js and connects the phone. The Softphone reopens a dropped socket by
+   * itself; this only starts it (again after a failed load, from the Reconnect button).
+   */
   async connectPhone() {
-    if (this.destroyed || this.phoneStatus === 'connecting') return;
-    clearTimeout(this.reconnectTimer);
+    if (this.destroyed || this.phone || this.phoneStatus === 'connecting') return;
     this.phoneStatus = 'connecting';
     this.phoneError = null;
     this.renderPhoneStatus();
+    let Softphone;
     try {
-      const { Softphone } = await import('./softphone.js');
-      const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      const phone = new Softphone({ url: `${proto}//${location.host}/api/v1/ws` });
-      this.phone = phone;
-      phone.addEventListener('registered', () => {
-        if (this.phone !== phone) return;
-        this.phoneStatus = 'registered';
-        this.phoneError = null;
-        this.renderPhoneStatus();
-        this.refreshAgent();
-      });
-      phone.addEventListener('incoming', (e) => this.phone === phone && this.onIncoming(e.detail || {}));
-      phone.addEventListener('state', (e) => this.phone === phone && this.onPhoneState((e.detail || {}).state));
-      phone.addEventListener('ended', (e) => this.phone === phone && this.onEnded(e.detail || {}));
-      phone.addEventListener('error', (e) => this.phone === phone && this.onPhoneError((e.detail || {}).message));
-      for (const name of ['closed', 'disconnected']) {
-        phone.addEventListener(name, () => this.phone === phone && this.onDisconnected());
-      }
-      await phone.connect();
-      if (this.phone === phone && this.phoneStatus === 'connecting') {
-        // Connected; "registered" may follow or may already have been seen.
-        this.phoneStatus = 'registered';
-        this.renderPhoneStatus();
-      }
+      ({ Softphone } = await import('./softphone.js'));
     } catch (e) {
-      this.onPhoneError(e && e.message ? e.message : String(e));
-      this.onDisconnected();
+      this.phoneStatus = 'offline';
+      return this.onPhoneError({ message: e && e.message ? e.message : String(e) });
+    }
+    if (this.destroyed) return;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const phone = new Softphone({ url: `${proto}//${location.host}/api/v1/ws`, reconnect: true });
+    this.phone = phone;
+    const on = (name, fn) => phone.addEventListener(name, (e) => this.phone === phone && fn(e.detail || {}));
+    on('registered', () => {
+      this.phoneStatus = 'registered';
+      this.phoneError = null;
+      this.renderPhoneStatus();
+      this.refreshAgent();
+    });
+    on('connection', (d) => (d.connected ? this.onConnected() : this.onDisconnected()));
+    on('incoming', (d) => this.onIncoming(d));
+    on('state', (d) => this.onPhoneState(d.state));
+    on('ended', (d) => this.onEnded(d));
+    on('transferred', () => this.ctx.toast(t('transfer.done'), 'ok'));
+    on('error', (d) => this.onPhoneError(d));
+    try {
+      await phone.connect();
+    } catch (e) {
+      // The Softphone keeps retrying; say why it is not connected yet.
+      this.phoneStatus = 'connecting';
+      this.phoneError = e && e.message ? e.message : String(e);
+      this.renderPhoneStatus();
     }
   }
 
-  onPhoneError(message) {
-    this.phoneError = message || 'error';
+  onConnected() {
+    if (this.phoneStatus !== 'registered') this.phoneStatus = 'connected';
+    this.phoneError = null;
     this.renderPhoneStatus();
-    this.ctx.toast(t('phone.error', { message: this.phoneError }), 'error');
   }
 
+  onPhoneError(d) {
+    const message = (lang() === 'zh' && d.message_zh) || d.message || 'error';
+    this.phoneError = message;
+    this.renderPhoneStatus();
+    this.ctx.toast(t('phone.error', { message }), 'error');
+  }
+
+  /** The socket dropped: the Softphone reconnects by itself; the call's audio is gone. */
   onDisconnected() {
-    this.phoneStatus = 'offline';
-    this.phone = null;
+    this.phoneStatus = 'connecting';
     if (this.call) this.onEnded({ call_id: this.call.call_id, reason: 'disconnected' });
     this.renderPhoneStatus();
-    if (!this.destroyed) this.reconnectTimer = setTimeout(() => this.connectPhone(), RECONNECT_MS);
+    this.refreshAgent();
   }
 
   onIncoming(d) {
@@ -159,18 +170,21 @@ export class AgentDesk {
     if (call.answeredAt) {
       this.wrapups.push({ call_id: call.call_id, from: call.from, queue: call.queue, disposition: '', note: '', ready: true, busy: false, error: null });
     }
-    this.ctx.toast(d.reason ? t('call.ended_reason', { reason: d.reason }) : t('call.ended'));
+    this.ctx.toast(d.reason ? t('call.ended_reason', { reason: endReason(d.reason) }) : t('call.ended'));
     this.renderCall();
     this.renderBanner();
     this.renderWrapup();
     this.refreshAgent();
   }
 
+  /** Runs a phone action; a throw is shown (a `false` result was already reported by an "error" event). */
   async act(fn) {
+    if (!this.phone) return this.onPhoneError({ message: t('phone.offline') });
     try {
-      await fn();
+      return await fn();
     } catch (e) {
-      this.ctx.toast(t('phone.error', { message: e && e.message ? e.message : String(e) }), 'error');
+      this.onPhoneError({ message: e && e.message ? e.message : String(e) });
+      return false;
     }
   }
 
@@ -187,14 +201,17 @@ export class AgentDesk {
     this.act(() => this.phone.hangup());
   }
 
+  /** Refuses the ringing call (it goes back to the queue for another agent). */
+  decline() {
+    ring.stop();
+    this.act(() => (typeof this.phone.reject === 'function' ? this.phone.reject() : this.phone.hangup()));
+  }
+
+  /** Hold or resume; the switch confirms with a "state" event (held / talking). */
   toggleHold() {
     if (!this.call) return;
     const on = !this.call.held;
-    this.act(async () => {
-      await this.phone.hold(on);
-      if (this.call) this.call.held = on;
-      this.renderCall();
-    });
+    this.act(() => this.phone.hold(on));
   }
 
   toggleMute() {
@@ -220,12 +237,8 @@ export class AgentDesk {
     const tr = this.transfer;
     const target = tr.mode === 'queue' ? { queue: tr.queue } : { agent: tr.agent.trim() };
     if (!target.queue && !target.agent) return;
-    try {
-      await this.phone.transfer(target);
-      this.ctx.toast(t('transfer.done'), 'ok');
-    } catch (e) {
-      this.ctx.toast(t('transfer.error', { message: e && e.message ? e.message : String(e) }), 'error');
-    }
+    // Sent; the switch confirms with "transferred" (toast) and then ends our leg.
+    await this.act(() => this.phone.transfer(target));
   }
 
   /** Sums audio RTP packet counters from the phone's getStats. */
@@ -348,7 +361,7 @@ export class AgentDesk {
       ),
     );
     this.kb.render();
-    this.renderState();
+    this.buildState();
     this.renderCall();
     this.renderPop();
     this.renderWrapup();
@@ -366,29 +379,25 @@ export class AgentDesk {
     }
   }
 
-  renderState() {
+  /** Builds the state card (start and language change); `renderState` fills it in. */
+  buildState() {
     const card = this.el.querySelector('#state-card');
     if (!card) return;
-    const a = this.agent;
-    const state = a ? a.state : 'unknown';
     const reasons = this.ctx.config.not_ready_reasons || [];
-    const reasonEntry = a && a.reason ? reasons.find((r) => r.code === a.reason) : null;
-    const canReady = !a || ['not_ready', 'logged_out', 'wrap_up'].includes(state);
-    const canNotReady = !a || ['ready', 'wrap_up', 'logged_out', 'not_ready'].includes(state);
     replace(
       card,
       h('h2', {}, t('state.title')),
       h(
         'div',
         { class: 'state-line' },
-        h('span', { id: 'agent-state', class: `pill pill-${state}`, dataset: { state } }, stateName(state)),
-        a && a.state === 'not_ready' && a.reason ? h('span', { class: 'muted' }, reasonEntry ? label(reasonEntry) : a.reason) : null,
-        h('span', { id: 'agent-since', class: 'muted small' }, a && a.state_since_ms ? t('state.since', { time: duration(Date.now() - a.state_since_ms) }) : ''),
+        h('span', { id: 'agent-state', class: 'pill' }),
+        h('span', { id: 'agent-reason', class: 'muted' }),
+        h('span', { id: 'agent-since', class: 'muted small' }),
       ),
       h(
         'div',
         { class: 'state-actions' },
-        h('button', { id: 'btn-ready', type: 'button', class: 'btn btn-ok', disabled: !canReady, onclick: () => this.setState('ready') }, t('state.go_ready')),
+        h('button', { id: 'btn-ready', type: 'button', class: 'btn btn-ok', onclick: () => this.setState('ready') }, t('state.go_ready')),
         h(
           'div',
           { class: 'not-ready-group' },
@@ -397,23 +406,43 @@ export class AgentDesk {
             { id: 'not-ready-reason', 'aria-label': t('state.reason'), onchange: (e) => (this.reason = e.target.value) },
             reasons.map((r) => h('option', { value: r.code, selected: r.code === this.reason }, label(r))),
           ),
-          h('button', { id: 'btn-not-ready', type: 'button', class: 'btn btn-warn', disabled: !canNotReady, onclick: () => this.setState('not_ready') }, t('state.go_not_ready')),
+          h('button', { id: 'btn-not-ready', type: 'button', class: 'btn btn-warn', onclick: () => this.setState('not_ready') }, t('state.go_not_ready')),
         ),
       ),
       h('div', { id: 'phone-status-line', class: 'phone-line' }),
     );
+    this.renderState();
     this.renderPhoneStatus();
+  }
+
+  /** Updates the state card in place (every poll: an open reason list must stay open). */
+  renderState() {
+    const pill = this.el.querySelector('#agent-state');
+    if (!pill) return;
+    const a = this.agent;
+    const state = a ? a.state : 'unknown';
+    const reasons = this.ctx.config.not_ready_reasons || [];
+    const reasonEntry = a && a.reason ? reasons.find((r) => r.code === a.reason) : null;
+    pill.className = `pill pill-${state}`;
+    pill.dataset.state = state;
+    pill.textContent = stateName(state);
+    this.el.querySelector('#agent-reason').textContent =
+      a && a.state === 'not_ready' && a.reason ? (reasonEntry ? label(reasonEntry) : a.reason) : '';
+    this.el.querySelector('#agent-since').textContent =
+      a && a.state_since_ms ? t('state.since', { time: duration(Date.now() - a.state_since_ms) }) : '';
+    this.el.querySelector('#btn-ready').disabled = !(!a || ['not_ready', 'logged_out', 'wrap_up'].includes(state));
+    this.el.querySelector('#btn-not-ready').disabled = !(!a || ['ready', 'wrap_up', 'logged_out', 'not_ready'].includes(state));
   }
 
   renderPhoneStatus() {
     const line = this.el.querySelector('#phone-status-line');
     if (!line) return;
-    const key = { offline: 'phone.offline', connecting: 'phone.connecting', registered: 'phone.registered' }[this.phoneStatus];
+    const key = { offline: 'phone.offline', connecting: 'phone.connecting', connected: 'phone.connected', registered: 'phone.registered' }[this.phoneStatus];
     replace(
       line,
       h('span', { class: `dot dot-${this.phoneStatus}`, 'aria-hidden': 'true' }),
       h('span', { id: 'phone-status', dataset: { status: this.phoneStatus } }, t(key)),
-      this.phoneStatus === 'offline'
+      this.phoneStatus === 'offline' && !this.phone
         ? h('button', { id: 'btn-reconnect', type: 'button', class: 'btn btn-small', onclick: () => this.connectPhone() }, t('phone.reconnect'))
         : null,
       this.phoneError && this.phoneStatus !== 'registered' ? h('div', { class: 'muted small error-text' }, this.phoneError) : null,
@@ -424,6 +453,8 @@ export class AgentDesk {
     const slot = this.ctx.bannerSlot;
     if (!slot) return;
     const c = this.call;
+    // The tab's title rings too, for an agent working in another window.
+    document.title = c && c.phase === 'ringing' ? `☎ ${t('call.incoming')} · ${c.from || t('call.unknown_caller')}` : t('app.title');
     if (!c || c.phase !== 'ringing') return replace(slot);
     replace(
       slot,
@@ -442,7 +473,7 @@ export class AgentDesk {
           'div',
           { class: 'ring-actions' },
           h('button', { id: 'btn-answer', type: 'button', class: 'btn btn-ok btn-large', onclick: () => this.answer() }, t('call.answer')),
-          h('button', { id: 'btn-decline', type: 'button', class: 'btn btn-danger', onclick: () => this.hangup() }, t('call.decline')),
+          h('button', { id: 'btn-decline', type: 'button', class: 'btn btn-danger', onclick: () => this.decline() }, t('call.decline')),
         ),
       ),
     );
@@ -550,29 +581,28 @@ export class AgentDesk {
       history.length
         ? h(
             'div',
-            { class: 'table-wrap' },
+            { class: 'history-wrap' },
             h('h3', {}, t('pop.history', { count: history.length })),
             h(
-              'table',
-              { id: 'pop-history', class: 'table' },
-              h('thead', {}, h('tr', {}, ['pop.when', 'pop.agent', 'pop.talk', 'pop.outcome', 'pop.disposition', 'pop.note'].map((k) => h('th', {}, t(k))))),
-              h(
-                'tbody',
-                {},
-                history.map((c) => {
-                  const d = dispositions.find((x) => x.code === c.disposition);
-                  return h(
-                    'tr',
-                    { dataset: { callId: c.call_id || '' } },
-                    h('td', { class: 'nowrap' }, dateTime(c.arrived_ms)),
-                    h('td', {}, c.agent || '—'),
-                    h('td', { class: 'num' }, duration((c.talk_secs || 0) * 1000)),
-                    h('td', {}, outcomeName(c.outcome)),
-                    h('td', {}, d ? label(d) : c.disposition || '—'),
-                    h('td', { class: 'note' }, c.note || ''),
-                  );
-                }),
-              ),
+              'ol',
+              { id: 'pop-history', class: 'history' },
+              history.map((c) => {
+                const d = dispositions.find((x) => x.code === c.disposition);
+                return h(
+                  'li',
+                  { dataset: { callId: c.call_id || '' } },
+                  h(
+                    'div',
+                    { class: 'history-meta' },
+                    h('span', { class: 'history-when' }, dateTime(c.arrived_ms)),
+                    c.disposition ? h('span', { class: 'pill pill-disposition', title: t('pop.disposition') }, d ? label(d) : c.disposition) : null,
+                    h('span', { class: 'muted', title: t('pop.outcome') }, outcomeName(c.outcome)),
+                    h('span', { class: 'muted', title: t('pop.agent') }, `${t('pop.agent')} ${c.agent || '—'}`),
+                    h('span', { class: 'muted num', title: t('pop.talk') }, `${t('pop.talk')} ${duration((c.talk_secs || 0) * 1000)}`),
+                  ),
+                  c.note ? h('p', { class: 'history-note' }, c.note) : null,
+                );
+              }),
             ),
           )
         : null,

@@ -95,10 +95,15 @@ export const setState = (id, state, reason) =>
   request('PUT', `/api/v1/agents/${enc(id)}/state`, reason ? { state, reason } : { state });
 export const callContext = (callId) => request('GET', `/api/v1/calls/${enc(callId)}/context`);
 export const disposition = (callId, body) => request('POST', `/api/v1/calls/${enc(callId)}/disposition`, body);
+/** GET /api/v1/kb/search; `kind` null searches articles and quick replies alike. */
 export const kbSearch = (q, kind, limit = 10) =>
-  request('GET', `/api/v1/kb/search?q=${enc(q)}&kind=${enc(kind)}&limit=${limit}`);
+  request('GET', `/api/v1/kb/search?q=${enc(q)}${kind ? `&kind=${enc(kind)}` : ''}&limit=${limit}`);
 export const kbArticles = () => request('GET', '/api/v1/kb/articles');
 export const kbArticle = (id) => request('GET', `/api/v1/kb/articles/${enc(id)}`);
+export const users = () => request('GET', '/api/v1/users');
+export const createUser = (body) => request('POST', '/api/v1/users', body);
+export const deleteUser = (username) => request('DELETE', `/api/v1/users/${enc(username)}`);
+
 /** GET /api/v1/supervisor/overview, with the day (for service level) starting at local midnight. */
 export function overview() {
   const midnight = new Date();

@@ -3,10 +3,11 @@
 
 import { t, setLang, lang, LANGS, onLangChange } from './i18n.js';
 import * as api from './api.js';
-import { h, replace } from './dom.js';
+import { h, replace, duration } from './dom.js';
 import * as ring from './ring.js';
 import { AgentDesk } from './agent.js';
 import { SupervisorView } from './supervisor.js';
+import { UsersView } from './users.js';
 
 const root = document.getElementById('app');
 const toasts = document.getElementById('toasts');
@@ -57,7 +58,7 @@ function loginError() {
   if (!e) return '';
   if (e === 'locked') {
     const left = Math.ceil((loginState.lockedUntil - Date.now()) / 1000);
-    if (loginState.lockedUntil && left > 0) return t('login.error.locked', { seconds: left });
+    if (loginState.lockedUntil && left > 0) return t('login.error.locked', { time: duration(left * 1000) });
     if (!loginState.lockedUntil) return t('login.error.locked_unknown');
     return '';
   }
@@ -179,6 +180,7 @@ async function startSession(user) {
   const tabs = [];
   if (user.agent_id) tabs.push('agent');
   if (user.role === 'supervisor' || user.role === 'admin') tabs.push('supervisor');
+  if (user.role === 'admin') tabs.push('users');
   session = { user, config, views, tabs, tab: tabs[0] || null };
   renderShell();
   const ctx = { user, config, toast, errorText, bannerSlot: document.getElementById('banner-slot') };
@@ -188,6 +190,9 @@ async function startSession(user) {
   }
   if (tabs.includes('supervisor')) {
     views.supervisor = new SupervisorView(document.getElementById('view-supervisor'), ctx);
+  }
+  if (tabs.includes('users')) {
+    views.users = new UsersView(document.getElementById('view-users'), ctx);
   }
   showTab(session.tab);
 }
@@ -234,6 +239,7 @@ function renderShell() {
     tabs.length === 0 ? h('p', { class: 'empty-view' }, t('app.no_view', { role: t(`role.${user.role}`) })) : null,
     h('section', { id: 'view-agent', class: 'view', hidden: true }),
     h('section', { id: 'view-supervisor', class: 'view', hidden: true }),
+    h('section', { id: 'view-users', class: 'view', hidden: true }),
   );
   replace(root, header, main);
 }
@@ -250,8 +256,11 @@ function showTab(tab) {
     const view = document.getElementById(`view-${name}`);
     if (view) view.hidden = name !== tab;
   }
-  const sup = session.views.supervisor;
-  if (sup) tab === 'supervisor' ? sup.start() : sup.stop();
+  // The agent desk always runs (it is the phone); the other views work only while shown.
+  for (const name of ['supervisor', 'users']) {
+    const v = session.views[name];
+    if (v) name === tab ? v.start() : v.stop();
+  }
 }
 
 async function onLogout() {
@@ -271,11 +280,8 @@ onLangChange(() => {
   if (!session) return renderLogin();
   // Rebuild the shell in the new language; views keep their state and re-attach.
   const views = session.views;
-  const agentEl = views.agent && views.agent.el;
-  const supEl = views.supervisor && views.supervisor.el;
   renderShell();
-  if (agentEl) document.getElementById('view-agent').replaceWith(agentEl);
-  if (supEl) document.getElementById('view-supervisor').replaceWith(supEl);
+  for (const [name, v] of Object.entries(views)) document.getElementById(`view-${name}`).replaceWith(v.el);
   const slot = document.getElementById('banner-slot');
   for (const v of Object.values(views)) {
     v.ctx.bannerSlot = slot;
@@ -301,5 +307,9 @@ async function boot() {
     renderLogin();
   }
 }
+
+// Browsers start audio only after a user gesture: any click or key allows the ring tone
+// (also after a reload, when no login form was submitted).
+for (const ev of ['pointerdown', 'keydown']) document.addEventListener(ev, ring.unlock, { passive: true });
 
 boot();

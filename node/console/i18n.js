@@ -17,6 +17,7 @@ const en = {
   'app.logout': 'Sign out',
   'app.tab.agent': 'Agent desk',
   'app.tab.supervisor': 'Supervisor',
+  'app.tab.users': 'Users',
   'app.no_view': 'This account has no console view (role {role}, no agent).',
   'app.error.network': 'The switch cannot be reached. Check your connection.',
   'app.error.session': 'Your session has ended. Please sign in again.',
@@ -33,7 +34,7 @@ const en = {
   'login.submit': 'Sign in',
   'login.busy': 'Signing in…',
   'login.error.credentials': 'Wrong username or password.',
-  'login.error.locked': 'Too many failed attempts. Try again in {seconds} s.',
+  'login.error.locked': 'Too many failed attempts. Try again in {time}.',
   'login.error.locked_unknown': 'Too many failed attempts. Try again later.',
   'login.error.missing': 'Enter your username and password.',
 
@@ -54,17 +55,16 @@ const en = {
   'phone.title': 'Phone',
   'phone.offline': 'Phone offline',
   'phone.connecting': 'Connecting the phone…',
+  'phone.connected': 'Phone connected, registering…',
   'phone.registered': 'Phone connected',
   'phone.reconnect': 'Reconnect',
   'phone.error': 'Phone: {message}',
-  'phone.idle': 'No call',
   'phone.ringing': 'Incoming call',
   'phone.connecting_call': 'Connecting…',
   'phone.talking': 'Talking',
   'phone.held': 'On hold',
 
   'call.incoming': 'Incoming call',
-  'call.from': 'From',
   'call.queue': 'Queue',
   'call.answer': 'Answer',
   'call.hangup': 'Hang up',
@@ -88,19 +88,15 @@ const en = {
   'transfer.agent_placeholder': 'Agent id',
   'transfer.submit': 'Transfer',
   'transfer.done': 'Call transferred.',
-  'transfer.error': 'Transfer failed: {message}',
 
   'pop.title': 'Caller',
   'pop.empty': 'Caller details appear here when a call rings.',
-  'pop.number': 'Number',
   'pop.first_contact': 'First contact: no earlier interactions.',
   'pop.history': 'Earlier interactions ({count})',
-  'pop.when': 'When',
   'pop.agent': 'Agent',
   'pop.talk': 'Talk',
   'pop.outcome': 'Outcome',
   'pop.disposition': 'Disposition',
-  'pop.note': 'Note',
   'pop.error': 'Caller details unavailable: {message}',
 
   'wrap.title': 'Wrap-up',
@@ -117,6 +113,7 @@ const en = {
 
   'kb.title': 'Knowledge base',
   'kb.search': 'Search articles and quick replies',
+  'kb.all': 'All',
   'kb.articles': 'Articles',
   'kb.quick_replies': 'Quick replies',
   'kb.no_results': 'Nothing found.',
@@ -174,6 +171,34 @@ const en = {
   'outcome.failover.resumed': 'Completed after failover',
   'outcome.switch.shutdown': 'Switch shut down',
 
+  'end.remote_hangup': 'the caller hung up',
+  'end.local_hangup': 'you hung up',
+  'end.cancelled': 'the caller hung up before the answer',
+  'end.rejected': 'declined',
+  'end.media_failed': 'audio could not be set up',
+  'end.refused': 'refused by the switch',
+  'end.transferred': 'transferred',
+  'end.disconnected': 'connection lost',
+  'end.shutdown': 'the switch is shutting down',
+
+  'users.title': 'Users',
+  'users.new': 'New user',
+  'users.username': 'Username',
+  'users.display_name': 'Display name',
+  'users.role': 'Role',
+  'users.agent': 'Agent',
+  'users.optional': 'optional',
+  'users.created': 'Created',
+  'users.password': 'Password',
+  'users.password_hint': 'At least 8 characters. An agent signs in with it and the console becomes that agent’s phone.',
+  'users.create': 'Create user',
+  'users.delete': 'Remove',
+  'users.confirm_delete': 'Remove user {username}? Their sessions end.',
+  'users.required': 'Username and password are required; an agent user needs its agent.',
+  'users.error': 'The switch refused: {message}',
+  'users.deleted': 'User {username} removed.',
+  'users.done': 'User {username} created.',
+
   'toast.dismiss': 'Dismiss',
 };
 
@@ -185,6 +210,7 @@ const zh = {
   'app.logout': '退出登录',
   'app.tab.agent': '坐席工作台',
   'app.tab.supervisor': '班长监控',
+  'app.tab.users': '用户管理',
   'app.no_view': '此账号没有可用的工作台视图（角色 {role}，未绑定坐席）。',
   'app.error.network': '无法连接交换机，请检查网络。',
   'app.error.session': '会话已结束，请重新登录。',
@@ -201,7 +227,7 @@ const zh = {
   'login.submit': '登录',
   'login.busy': '正在登录…',
   'login.error.credentials': '用户名或密码错误。',
-  'login.error.locked': '失败次数过多，请在 {seconds} 秒后重试。',
+  'login.error.locked': '失败次数过多，请在 {time} 后重试。',
   'login.error.locked_unknown': '失败次数过多，请稍后重试。',
   'login.error.missing': '请输入用户名和密码。',
 
@@ -222,17 +248,16 @@ const zh = {
   'phone.title': '话机',
   'phone.offline': '话机离线',
   'phone.connecting': '正在连接话机…',
+  'phone.connected': '已连接，正在注册话机…',
   'phone.registered': '话机已连接',
   'phone.reconnect': '重新连接',
   'phone.error': '话机：{message}',
-  'phone.idle': '空闲',
   'phone.ringing': '来电',
   'phone.connecting_call': '正在接通…',
   'phone.talking': '通话中',
   'phone.held': '保持中',
 
   'call.incoming': '来电',
-  'call.from': '主叫',
   'call.queue': '队列',
   'call.answer': '接听',
   'call.hangup': '挂断',
@@ -256,19 +281,15 @@ const zh = {
   'transfer.agent_placeholder': '坐席工号',
   'transfer.submit': '转接',
   'transfer.done': '已转接。',
-  'transfer.error': '转接失败：{message}',
 
   'pop.title': '来电客户',
   'pop.empty': '来电振铃时在此显示客户信息。',
-  'pop.number': '号码',
   'pop.first_contact': '首次来电：无历史接触记录。',
   'pop.history': '历史接触（{count}）',
-  'pop.when': '时间',
   'pop.agent': '坐席',
   'pop.talk': '通话',
   'pop.outcome': '结果',
   'pop.disposition': '处理结果',
-  'pop.note': '备注',
   'pop.error': '无法获取客户信息：{message}',
 
   'wrap.title': '话后处理',
@@ -285,6 +306,7 @@ const zh = {
 
   'kb.title': '知识库',
   'kb.search': '搜索知识文章和快捷回复',
+  'kb.all': '全部',
   'kb.articles': '知识文章',
   'kb.quick_replies': '快捷回复',
   'kb.no_results': '未找到相关内容。',
@@ -341,6 +363,34 @@ const zh = {
   'outcome.agent.no_answer': '坐席未接听',
   'outcome.failover.resumed': '故障切换后完成',
   'outcome.switch.shutdown': '交换机关闭',
+
+  'end.remote_hangup': '对方已挂断',
+  'end.local_hangup': '您已挂断',
+  'end.cancelled': '接听前对方已挂断',
+  'end.rejected': '已拒接',
+  'end.media_failed': '无法建立语音',
+  'end.refused': '交换机拒绝',
+  'end.transferred': '已转接',
+  'end.disconnected': '连接中断',
+  'end.shutdown': '交换机正在关闭',
+
+  'users.title': '用户',
+  'users.new': '新建用户',
+  'users.username': '用户名',
+  'users.display_name': '显示名称',
+  'users.role': '角色',
+  'users.agent': '坐席',
+  'users.optional': '可选',
+  'users.created': '创建时间',
+  'users.password': '密码',
+  'users.password_hint': '至少 8 个字符。坐席用户用它登录后，浏览器即成为该坐席的话机。',
+  'users.create': '创建用户',
+  'users.delete': '删除',
+  'users.confirm_delete': '删除用户 {username}？其会话将被终止。',
+  'users.required': '用户名和密码必填；坐席用户需指定坐席。',
+  'users.error': '交换机拒绝：{message}',
+  'users.deleted': '已删除用户 {username}。',
+  'users.done': '已创建用户 {username}。',
 
   'toast.dismiss': '关闭',
 };
@@ -418,6 +468,12 @@ export function stateName(state) {
 /** A CDR outcome code's name; unknown codes are shown as they are. */
 export function outcomeName(code) {
   const key = `outcome.${code}`;
+  return key in en ? t(key) : code || '';
+}
+
+/** Why a call ended (the phone's stable reason code), in words; unknown codes as they are. */
+export function endReason(code) {
+  const key = `end.${code}`;
   return key in en ? t(key) : code || '';
 }
 

@@ -14,8 +14,8 @@ export class KnowledgePanel {
     this.el = h('section', { class: 'card kb', id: 'kb-panel' });
     /** What is typed in the search box. */
     this.query = '';
-    /** "article" or "quick_reply". */
-    this.kind = 'quick_reply';
+    /** "all", "article" or "quick_reply". */
+    this.kind = 'all';
     /** Hits of the last search, or null before any. */
     this.results = null;
     /** Quick replies shown when the box is empty: full articles. */
@@ -52,7 +52,7 @@ export class KnowledgePanel {
       return this.renderResults();
     }
     try {
-      const hits = await api.kbSearch(q, this.kind, 10);
+      const hits = await api.kbSearch(q, this.kind === 'all' ? null : this.kind, 10);
       if (seq !== this.seq) return;
       this.results = Array.isArray(hits) ? hits : hits.hits || [];
       this.error = null;
@@ -115,7 +115,7 @@ export class KnowledgePanel {
       h(
         'div',
         { class: 'segmented', role: 'tablist' },
-        [['quick_reply', 'kb.quick_replies'], ['article', 'kb.articles']].map(([kind, key]) =>
+        [['all', 'kb.all'], ['quick_reply', 'kb.quick_replies'], ['article', 'kb.articles']].map(([kind, key]) =>
           h('button', {
             type: 'button',
             id: `kb-kind-${kind}`,

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -230,8 +231,9 @@ async fn agent_ws(
     State(st): State<WebState>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Credentials first, so a probe learns nothing before it authenticates.
     let principal = match q.token.as_deref() {
         Some(t) => st.auth.check_token(t),
         None => st.auth.check(&headers),
@@ -267,6 +269,10 @@ async fn agent_ws(
             &format!("交换机中没有座席 {agent}"),
         );
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
     let shared = st.gateway.shared.clone();
     ws.on_upgrade(move |socket| agent_socket(shared, agent, socket))
 }

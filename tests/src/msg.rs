@@ -506,7 +506,7 @@ mod tests {
     fn reads_sdp() {
         let s = build_sdp("127.0.0.1:4000".parse().unwrap(), &[0, 8, 101]);
         let sdp = Sdp::parse(&s).unwrap();
-        assert_eq!(sdp.addr, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(sdp.addr, "127.0.0.1:4000".parse::<SocketAddr>().unwrap());
         assert_eq!(sdp.payload_types, vec![0, 8, 101]);
         assert_eq!(sdp.pt_of("telephone-event"), Some(101));
     }

@@ -1,18 +1,19 @@
 //! The agent console at `/console`, driven in headless Chromium: the static files are public
-//! and typed; a wrong password is refused and a lockout shows when to retry; a web agent logs
+//! and typed; the first admin creates an agent's web user in the Users view; a wrong password
+//! is refused and a lockout shows when to retry; a web agent logs
 //! in (English, then the console switched to Chinese), goes not-ready and ready, a SIP caller
 //! dials the queue, the console rings with a screen pop of the caller's earlier call, the agent
 //! answers, audio flows both ways (RTP at the caller, inbound-rtp in the browser), the
 //! supervisor (a second browser, Chinese by its language) sees the live call and the agents,
 //! the agent hangs up and saves a wrap-up whose disposition and note land on the CDR.
-//! Screenshots go to `target/screenshots/` (the agent view in both languages are also copied
-//! to `docs/` for the README).
+//! Screenshots go to `target/screenshots/`; the agent view in both languages is also copied to
+//! `docs/` for the README when missing there, or always with `LINGXI_UPDATE_SCREENSHOTS=1`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use lingxi_tests::browser::Browser;
+use lingxi_tests::browser::{self, Browser};
 use lingxi_tests::node::http_request_as;
 use lingxi_tests::{Rtp, TestNode, TestUa, WAIT, standard_config, wait_for};
 use serde_json::{Value, json};
@@ -31,6 +32,23 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Whether to skip a browser test: no Chromium outside CI (under CI a missing browser is a
+/// failure), as in `t90_webrtc`.
+fn skip() -> bool {
+    if browser::available() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium and chromium-driver must be installed under CI (test.sh installs them)"
+    );
+    eprintln!("SKIPPED: chromium and chromedriver are not installed (test.sh installs them)");
+    true
+}
+
+/// The browser tests of this file take turns (two-core machines: one test's browsers at a time).
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn screenshot_path(name: &str) -> PathBuf {
     workspace().join("target/screenshots").join(name)
 }
@@ -46,7 +64,8 @@ struct Console {
 impl Console {
     /// Starts Chromium with the given UI language (its `navigator.language`).
     async fn start(node: &TestNode, lang: &str, who: &'static str) -> anyhow::Result<Console> {
-        let browser = Browser::start_with_args(&[&format!("--lang={lang}")])
+        // Headless Chromium takes navigator.language from --accept-lang (--lang is ignored).
+        let browser = Browser::start_with_args(&[&format!("--accept-lang={lang}")])
             .await
             .with_context(|| format!("starting Chromium for the {who}"))?;
         Ok(Console {
@@ -65,8 +84,14 @@ impl Console {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_else(|| "<page not readable>".into());
-        let text: String = text.chars().take(1500).collect();
-        format!("the {} console showed:\n{text}", self.who)
+        let text: String = text.chars().take(3000).collect();
+        // A picture of the failure, beside the test's other screenshots.
+        let shot = screenshot_path(&format!("failure-{}.png", self.who));
+        let saved = match self.browser.screenshot(&shot).await {
+            Ok(()) => format!("screenshot {}", shot.display()),
+            Err(e) => format!("no screenshot: {e:#}"),
+        };
+        format!("the {} console ({saved}) showed:\n{text}", self.who)
     }
 
     /// Waits until the JS expression `expr` is truthy; on timeout says what the page showed.
@@ -270,18 +295,58 @@ async fn console_files_are_public_typed_and_confined() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_and_lockout_are_shown() -> anyhow::Result<()> {
+async fn admin_creates_a_user_then_wrong_passwords_lock_out() -> anyhow::Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let _turn = BROWSERS.lock().await;
     let mut config = standard_config();
-    config.auth.login_max_failures = 2;
+    config.auth.admin_password = Some("admin-secret-1".into());
+    config.auth.login_max_failures = 3;
     let node = TestNode::start(config).await?;
-    add_user(&node, "zhou", "周敏", "agent", Some("1002"), "zhou-secret-1").await?;
-    let c = Console::start(&node, "en-US", "agent").await?;
+    // The first admin is created in the background at start-up.
+    wait_for("the first admin", LONG, || async {
+        node.http_get("/api/v1/users/admin")
+            .await
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })
+    .await?;
+    let c = Console::start(&node, "en-US", "admin").await?;
     c.open().await?;
     let lang = c
         .browser
         .eval("return document.documentElement.lang", vec![])
         .await?;
     ensure!(lang == json!("en"), "an English browser got lang {lang}");
+
+    // The first admin signs in and creates an agent's web user in the Users view.
+    c.login("admin", "admin-secret-1").await?;
+    c.wait("the users tab", "document.getElementById('tab-users')")
+        .await?;
+    c.click("#tab-users").await?;
+    c.wait("the new-user form", "document.getElementById('user-form')")
+        .await?;
+    c.browser.fill("#user-username", "zhou").await?;
+    c.browser.fill("#user-display", "周敏 Zhou Min").await?;
+    c.select("#user-role", "agent").await?;
+    c.browser.fill("#user-agent", "1002").await?;
+    c.browser.fill("#user-password", "zhou-secret-1").await?;
+    c.click("#user-submit").await?;
+    c.wait(
+        "the new user in the list",
+        "document.querySelector('#users-table tr[data-user=\"zhou\"]')",
+    )
+    .await?;
+    c.screenshot("console-users-en.png").await?;
+    let (s, u) = node.http_get("/api/v1/users/zhou").await?;
+    ensure!(
+        s == 200 && u["role"] == "agent" && u["agent_id"] == "1002" && u["display_name"] == "周敏 Zhou Min",
+        "the user created in the console: {s} {u}"
+    );
+    c.click("#logout").await?;
+    c.wait("the login form again", "document.getElementById('login-form')")
+        .await?;
 
     c.login("zhou", "not-the-password").await?;
     let msg = c.login_error("the wrong-password message").await?;
@@ -291,7 +356,6 @@ async fn wrong_password_and_lockout_are_shown() -> anyhow::Result<()> {
     let mut locked = None;
     for _ in 0..4 {
         c.login("zhou", "still-not-the-password").await?;
-        // Wait for this attempt's answer: the button is busy, then back.
         // The click shows "Signing in…" at once; wait for the answer.
         c.wait(
             "the login answer",
@@ -308,7 +372,7 @@ async fn wrong_password_and_lockout_are_shown() -> anyhow::Result<()> {
         }
     }
     let Some(msg) = locked else {
-        bail!("no lockout after 5 wrong passwords; {}", c.seen().await)
+        bail!("no lockout after 5 wrong passwords (limit 3); {}", c.seen().await)
     };
     ensure!(
         msg.contains("Try again in") && msg.chars().any(|ch| ch.is_ascii_digit()),
@@ -357,6 +421,10 @@ async fn earlier_call(node: &TestNode) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let _turn = BROWSERS.lock().await;
     let mut config = standard_config();
     config.agents[0].name = "Wang Fang".into();
     config.agents[1].name = "Zhou Min".into();
@@ -510,6 +578,58 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
         "audio: caller got {got} packets from the browser; browser inbound {in0} → {inbound}, outbound {out0} → {outbound}"
     );
 
+    // Hold and resume from the console: the switch sees the call held, then talking again.
+    agent.click("#btn-hold").await?;
+    agent
+        .wait(
+            "the call on hold",
+            "document.getElementById('call-phase').dataset.phase === 'held'",
+        )
+        .await?;
+    let phase = |want: &'static str| {
+        let node = &node;
+        let call_id = call_id.clone();
+        async move {
+            node.calls().await.ok().and_then(|calls| {
+                calls
+                    .into_iter()
+                    .find(|c| c["call_id"] == call_id.as_str() && c["phase"] == want)
+            })
+        }
+    };
+    if let Err(e) = wait_for("the switch to see the call held", LONG, || phase("held")).await {
+        bail!("{e:#}; live calls: {:?}", node.calls().await?);
+    }
+    agent.click("#btn-hold").await?;
+    agent
+        .wait(
+            "the call resumed",
+            "document.getElementById('call-phase').dataset.phase === 'talking'",
+        )
+        .await?;
+    if let Err(e) = wait_for("the switch to see the call resumed", LONG, || phase("talking")).await {
+        bail!("{e:#}; live calls: {:?}", node.calls().await?);
+    }
+    // Mute is local to the browser; the keypad sends DTMF and shows what was pressed.
+    agent.click("#btn-mute").await?;
+    agent
+        .wait(
+            "mute on",
+            "document.getElementById('btn-mute').getAttribute('aria-pressed') === 'true'",
+        )
+        .await?;
+    agent.click("#btn-mute").await?;
+    agent.click("#btn-keypad").await?;
+    agent.click("#dtmf-pad [data-digit='1']").await?;
+    agent.click("#dtmf-pad [data-digit='#']").await?;
+    agent
+        .wait(
+            "the digits pressed",
+            "document.getElementById('dtmf-display').textContent === '1#'",
+        )
+        .await?;
+    agent.click("#btn-keypad").await?;
+
     // Knowledge base from the desk, then the English screenshot.
     agent.browser.fill("#kb-search", "instalment fees").await?;
     agent
@@ -610,11 +730,17 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     )
     .await?;
 
-    // The README's pictures.
+    // The README's pictures: made when missing, remade with LINGXI_UPDATE_SCREENSHOTS=1 (so an
+    // ordinary run leaves the working tree alone).
     let docs = workspace().join("docs");
-    std::fs::create_dir_all(&docs)?;
-    std::fs::copy(&en_shot, docs.join("console-en.png"))?;
-    std::fs::copy(&zh_shot, docs.join("console-zh.png"))?;
+    let update = std::env::var_os("LINGXI_UPDATE_SCREENSHOTS").is_some();
+    for (shot, name) in [(&en_shot, "console-en.png"), (&zh_shot, "console-zh.png")] {
+        let to = docs.join(name);
+        if update || !to.exists() {
+            std::fs::create_dir_all(&docs)?;
+            std::fs::copy(shot, &to).with_context(|| format!("copying to {}", to.display()))?;
+        }
+    }
 
     sup.close().await;
     agent.close().await;

@@ -35,8 +35,12 @@ pub struct FaultRecord {
     pub healed_at_ms: u64,
     /// Parameters (netem delay and loss).
     pub detail: String,
-    /// What went wrong injecting or healing it, if anything.
+    /// What went wrong injecting or healing it, if anything (`skipped: ...` when it could
+    /// not be injected here at all).
     pub error: Option<String>,
+    /// Not injected: this host lacks what the kind needs (libfaketime, root for a mount, a C
+    /// compiler); `error` says what. Kept so a seed's schedule reads the same everywhere.
+    pub skipped: bool,
 }
 
 /// Percentiles of a set of durations.
@@ -86,7 +90,7 @@ pub struct Report {
     pub replay: String,
     /// Faults injected, in order.
     pub faults: Vec<FaultRecord>,
-    /// Fault kinds of issue 4 this runner does not inject, and why.
+    /// Fault kinds this run was asked for but could not inject here, and why.
     pub faults_not_injected: Vec<String>,
     /// Load calls placed (INVITEs sent).
     pub calls_placed: u64,

@@ -18,15 +18,28 @@ pub enum FaultKind {
     Partition,
     /// Delay and drop whole frames of the node's Raft traffic (the runner's own proxy).
     Netem,
+    /// Step the node's wall clock (forward minutes to hours, or back seconds to minutes)
+    /// while its monotonic clock runs on, as an NTP step or a VM resume does; stepped back
+    /// to the true time at the heal (libfaketime, see `host`).
+    Clock,
+    /// Fill the node's data filesystem with a ballast file, then delete it (a loop-mounted
+    /// ext4 per node, see `host`).
+    DiskFull,
+    /// Make every fsync/fdatasync of the node take `delay_ms` (an fsync interposer preloaded
+    /// into the node, see `host`).
+    SlowFsync,
 }
 
 impl FaultKind {
     /// Every kind, in the order `--faults` lists them.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Freeze,
         FaultKind::Partition,
         FaultKind::Netem,
+        FaultKind::Clock,
+        FaultKind::DiskFull,
+        FaultKind::SlowFsync,
     ];
 
     /// The name used on the command line and in reports.
@@ -36,6 +49,9 @@ impl FaultKind {
             FaultKind::Freeze => "freeze",
             FaultKind::Partition => "partition",
             FaultKind::Netem => "netem",
+            FaultKind::Clock => "clock",
+            FaultKind::DiskFull => "disk_full",
+            FaultKind::SlowFsync => "slow_fsync",
         }
     }
 
@@ -63,12 +79,14 @@ pub struct PlannedFault {
     pub node: usize,
     /// How long the fault lasts before it is healed (for a kill: until the restart begins).
     pub duration_ms: u64,
-    /// Netem only: added one-way delay per frame.
+    /// Netem: added one-way delay per frame. Slow fsync: the time each fsync takes.
     pub delay_ms: u64,
     /// Netem only: extra random delay per frame, 0..jitter.
     pub jitter_ms: u64,
     /// Netem only: probability a frame (other than the hello) is dropped.
     pub loss: f64,
+    /// Clock only: the step of the node's wall clock, seconds (negative: backwards).
+    pub clock_step_s: i64,
 }
 
 /// The shape of the run the schedule is for.
@@ -113,6 +131,7 @@ pub fn plan(spec: &ScheduleSpec) -> Vec<PlannedFault> {
     loop {
         let kind = spec.kinds[rng.random_range(0..spec.kinds.len())];
         let node = rng.random_range(0..spec.nodes);
+        let mut clock_step_s = 0;
         let (duration_ms, delay_ms, jitter_ms, loss) = match kind {
             FaultKind::Kill => (rng.random_range(500..4_000), 0, 0, 0.0),
             // Short freezes stay within the lease (the node just stalls); long ones outlast
@@ -134,6 +153,28 @@ pub fn plan(spec: &ScheduleSpec) -> Vec<PlannedFault> {
                 rng.random_range(0..60),
                 rng.random_range(0.0..0.2),
             ),
+            // Forward: minutes to hours (past the registrations' and sessions' lifetimes);
+            // backward: seconds to minutes (an NTP step, a VM resumed with a stale clock).
+            FaultKind::Clock => {
+                clock_step_s = if rng.random_bool(0.5) {
+                    rng.random_range(60..4 * 3_600)
+                } else {
+                    -rng.random_range(2..600)
+                };
+                (rng.random_range(3_000..10_000), 0, 0, 0.0)
+            }
+            FaultKind::DiskFull => (rng.random_range(3_000..8_000), 0, 0, 0.0),
+            // 50 ms: a busy disk; 200-800 ms: a dying one or a stalled SAN path.
+            FaultKind::SlowFsync => (
+                rng.random_range(3_000..8_000),
+                if rng.random_bool(0.5) {
+                    rng.random_range(20..100)
+                } else {
+                    rng.random_range(200..800)
+                },
+                0,
+                0.0,
+            ),
         };
         if t + duration_ms + heal_allowance(kind) > end {
             break;
@@ -146,6 +187,7 @@ pub fn plan(spec: &ScheduleSpec) -> Vec<PlannedFault> {
             delay_ms,
             jitter_ms,
             loss,
+            clock_step_s,
         });
         t += duration_ms + heal_allowance(kind) + rng.random_range(spec.gap_ms.0..=spec.gap_ms.1);
     }

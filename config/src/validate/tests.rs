@@ -150,6 +150,9 @@ fn register_expires_order() {
     problem_at(&c, "sip.register_min_expires");
     c.sip.register_min_expires = 600;
     c.sip.register_max_expires = 600;
+    // The web gateway registers its agents within the same bounds.
+    problem_at(&c, "web.register_expires_secs");
+    c.web.register_expires_secs = 600;
     assert_eq!(problems(&c), vec![]);
 }
 
@@ -285,4 +288,42 @@ fn all_problems_are_reported_each_on_its_own_line() {
     assert!(lines[0].contains("4 problems"));
     assert!(lines.contains(&"  queues[0].overflow.target: queue \"nowhere\" does not exist"));
     assert!(lines.contains(&"  agents[0].password: must not be empty"));
+}
+
+#[test]
+fn web_section_rules() {
+    let mut c = Config::default();
+    assert!(problems(&c).is_empty(), "defaults are valid");
+    c.web.register_expires_secs = 10;
+    assert!(problem_at(&c, "web.register_expires_secs").contains("register_min_expires"));
+    c.web.register_expires_secs = 300;
+    c.web.max_web_calls = 2;
+    c.web.max_web_calls_per_ip = 3;
+    assert!(problem_at(&c, "web.max_web_calls_per_ip").contains("max_web_calls"));
+    c.web.max_web_calls_per_ip = 1;
+    c.web.web_caller_prefix = "web caller".into();
+    assert!(problem_at(&c, "web.web_caller_prefix").contains("' '"));
+    c.web.web_caller_prefix = "web-".into();
+    c.web.allowed_queues = vec!["sales@x".into()];
+    problem_at(&c, "web.allowed_queues[0]");
+    c.web.allowed_queues.clear();
+    c.web.connect_timeout_ms = 0;
+    problem_at(&c, "web.connect_timeout_ms");
+    // A disabled gateway is not checked.
+    c.web.enabled = false;
+    assert!(problems(&c).is_empty());
+}
+
+#[test]
+fn web_section_from_toml() {
+    let c = Config::from_toml_str(
+        "[web]\nrtc_ip = \"127.0.0.1\"\nmax_web_calls = 10\n",
+        "t.toml",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.web.rtc_ip(&c.media).to_string(), "127.0.0.1");
+    assert_eq!(c.web.sip_ip(&c.sip).to_string(), "127.0.0.1", "wildcard SIP bind → loopback");
+    assert_eq!(c.web.max_web_calls, 10);
+    assert!(Config::from_toml_str("[web]\nbogus = 1\n", "t.toml", None).is_err());
 }

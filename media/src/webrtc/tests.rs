@@ -57,7 +57,6 @@ async fn fake_browser() -> FakeBrowser {
             RTCRtpCodecParameters {
                 rtp_codec: rtc_codec(codec),
                 payload_type: pt,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )
@@ -73,7 +72,6 @@ async fn fake_browser() -> FakeBrowser {
                 rtcp_feedback: vec![],
             },
             payload_type: 126,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )

@@ -192,7 +192,7 @@ impl Line {
             let grace = self.grace_at;
             tokio::select! {
                 _ = stop.cancelled() => break,
-                Some(m) = rx.recv() => self.on_msg(m, &sip_tx),
+                Some(m) = rx.recv() => self.on_msg(m),
                 Some(ev) = sip_rx.recv() => self.on_sip(ev, &sip_tx),
                 _ = sleep_until(refresh), if refresh.is_some() => {
                     self.refresh_at = None;
@@ -259,8 +259,7 @@ impl Line {
         });
     }
 
-    fn on_msg(&mut self, m: LineMsg, sip_tx: &gwsip::EventSink) {
-        let _ = sip_tx;
+    fn on_msg(&mut self, m: LineMsg) {
         match m {
             LineMsg::Connected { conn, out } => {
                 let name = self
@@ -429,6 +428,15 @@ impl Line {
                         ),
                     );
                 };
+                if lingxi_media::dtmf::event_code(d).is_none() {
+                    return self.send_to(
+                        conn,
+                        ServerMsg::error(
+                            format!("'{d}' is not a DTMF key (0-9, *, #, A-D)"),
+                            format!("'{d}' 不是有效按键（0-9、*、#、A-D）"),
+                        ),
+                    );
+                }
                 if let Err(e) = bridge.send_dtmf(d) {
                     self.send_to(
                         conn,

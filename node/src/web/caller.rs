@@ -357,15 +357,17 @@ impl WebCall {
                 }
                 break (invite, resp);
             }
-            if (300..400).contains(&code) && !redirected {
-                if let Some(next) = message::contact_uri(&resp).and_then(|u| {
+            if (300..400).contains(&code)
+                && !redirected
+                && let Some(next) = message::contact_uri(&resp).and_then(|u| {
                     let host = u.host_with_port.to_string();
                     host.parse::<std::net::SocketAddr>().ok()
-                }) {
-                    redirected = true;
-                    dest = next;
-                    continue;
-                }
+                })
+            {
+                // Placement: another member takes this caller.
+                redirected = true;
+                dest = next;
+                continue;
             }
             if cancelled {
                 return "local_hangup";
@@ -420,6 +422,9 @@ impl WebCall {
                     FromPage::Msg(ClientMsg::Dtmf { digit }) => {
                         let mut cs = digit.chars();
                         let r = match (cs.next(), cs.next()) {
+                            (Some(d), None) if lingxi_media::dtmf::event_code(d).is_none() => {
+                                Err(format!("'{d}' is not a DTMF key (0-9, *, #, A-D)"))
+                            }
                             (Some(d), None) => self.bridge.send_dtmf(d).map_err(|e| e.to_string()),
                             _ => Err(format!("{digit:?} is not one key")),
                         };
