@@ -9,6 +9,8 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 # Headless browser tests (WebRTC gateway, agent console): Debian's Chromium and its driver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# A CJK font, so the console's Chinese screenshots show characters, not boxes.
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 if ((${#need_apt[@]})); then
   echo "test.sh: installing ${need_apt[*]}" >&2
   SUDO=""

@@ -31,7 +31,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// `/console/{path}` (any embedded file). No fallback, so it merges with the API's router.
 pub fn router() -> Router {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(index))
         .route("/console/{*path}", get(file))
 }
@@ -66,7 +69,10 @@ fn is_safe(path: &str) -> bool {
         return false;
     }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
-    trimmed.is_empty() || trimmed.split('/').all(|seg| !seg.is_empty() && !seg.starts_with('.'))
+    trimmed.is_empty()
+        || trimmed
+            .split('/')
+            .all(|seg| !seg.is_empty() && !seg.starts_with('.'))
 }
 
 /// The Content-Type for a file name, by its extension.

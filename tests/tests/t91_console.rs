@@ -79,7 +79,10 @@ impl Console {
     async fn seen(&self) -> String {
         let text = self
             .browser
-            .eval("return document.body ? document.body.innerText : ''", vec![])
+            .eval(
+                "return document.body ? document.body.innerText : ''",
+                vec![],
+            )
             .await
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -285,7 +288,10 @@ async fn console_files_are_public_typed_and_confined() -> anyhow::Result<()> {
     ] {
         let (s, _, body) = anonymous(&node, bad).await?;
         ensure!(s == 404, "GET {bad}: {s} {body}");
-        ensure!(!body.contains("[workspace]"), "GET {bad} leaked a file: {body}");
+        ensure!(
+            !body.contains("[workspace]"),
+            "GET {bad} leaked a file: {body}"
+        );
     }
     // The API behind it still wants a login.
     let (s, _, _) = anonymous(&node, "/api/v1/auth/me").await?;
@@ -341,16 +347,25 @@ async fn admin_creates_a_user_then_wrong_passwords_lock_out() -> anyhow::Result<
     c.screenshot("console-users-en.png").await?;
     let (s, u) = node.http_get("/api/v1/users/zhou").await?;
     ensure!(
-        s == 200 && u["role"] == "agent" && u["agent_id"] == "1002" && u["display_name"] == "周敏 Zhou Min",
+        s == 200
+            && u["role"] == "agent"
+            && u["agent_id"] == "1002"
+            && u["display_name"] == "周敏 Zhou Min",
         "the user created in the console: {s} {u}"
     );
     c.click("#logout").await?;
-    c.wait("the login form again", "document.getElementById('login-form')")
-        .await?;
+    c.wait(
+        "the login form again",
+        "document.getElementById('login-form')",
+    )
+    .await?;
 
     c.login("zhou", "not-the-password").await?;
     let msg = c.login_error("the wrong-password message").await?;
-    ensure!(msg == "Wrong username or password.", "wrong password showed {msg:?}");
+    ensure!(
+        msg == "Wrong username or password.",
+        "wrong password showed {msg:?}"
+    );
 
     // Keep failing until the switch locks the login; the form says when to retry.
     let mut locked = None;
@@ -372,7 +387,10 @@ async fn admin_creates_a_user_then_wrong_passwords_lock_out() -> anyhow::Result<
         }
     }
     let Some(msg) = locked else {
-        bail!("no lockout after 5 wrong passwords (limit 3); {}", c.seen().await)
+        bail!(
+            "no lockout after 5 wrong passwords (limit 3); {}",
+            c.seen().await
+        )
     };
     ensure!(
         msg.contains("Try again in") && msg.chars().any(|ch| ch.is_ascii_digit()),
@@ -380,9 +398,15 @@ async fn admin_creates_a_user_then_wrong_passwords_lock_out() -> anyhow::Result<
     );
     let disabled = c
         .browser
-        .eval("return document.getElementById('login-submit').disabled", vec![])
+        .eval(
+            "return document.getElementById('login-submit').disabled",
+            vec![],
+        )
         .await?;
-    ensure!(disabled == json!(true), "the sign-in button stays enabled while locked out");
+    ensure!(
+        disabled == json!(true),
+        "the sign-in button stays enabled while locked out"
+    );
     c.screenshot("console-lockout-en.png").await?;
     c.close().await;
     node.shutdown().await;
@@ -429,13 +453,49 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     config.agents[0].name = "Wang Fang".into();
     config.agents[1].name = "Zhou Min".into();
     let node = TestNode::start(config).await?;
-    add_user(&node, "wang", "王芳 Wang Fang", "agent", Some("1001"), "wang-secret-1").await?;
-    add_user(&node, "li", "李伟 Li Wei", "supervisor", None, "li-secret-12").await?;
+    add_user(
+        &node,
+        "wang",
+        "王芳 Wang Fang",
+        "agent",
+        Some("1001"),
+        "wang-secret-1",
+    )
+    .await?;
+    add_user(
+        &node,
+        "li",
+        "李伟 Li Wei",
+        "supervisor",
+        None,
+        "li-secret-12",
+    )
+    .await?;
     for (kind, title, body, lang) in [
-        ("quick_reply", "问候语", "您好，这里是灵犀银行客服中心，请问有什么可以帮您？", "zh"),
-        ("quick_reply", "Greeting", "Hello, this is Lingxi Bank. How may I help you today?", "en"),
-        ("article", "信用卡分期手续费", "信用卡分期按期数收取手续费：3期、6期、12期费率不同。", "zh"),
-        ("article", "Credit card instalment fees", "Instalment fees depend on the number of instalments: 3, 6 or 12.", "en"),
+        (
+            "quick_reply",
+            "问候语",
+            "您好，这里是灵犀银行客服中心，请问有什么可以帮您？",
+            "zh",
+        ),
+        (
+            "quick_reply",
+            "Greeting",
+            "Hello, this is Lingxi Bank. How may I help you today?",
+            "en",
+        ),
+        (
+            "article",
+            "信用卡分期手续费",
+            "信用卡分期按期数收取手续费：3期、6期、12期费率不同。",
+            "zh",
+        ),
+        (
+            "article",
+            "Credit card instalment fees",
+            "Instalment fees depend on the number of instalments: 3, 6 or 12.",
+            "en",
+        ),
     ] {
         admin_post(
             &node,
@@ -452,7 +512,10 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     agent.open().await?;
     agent.login("wang", "wrong-password").await?;
     let msg = agent.login_error("the wrong-password message").await?;
-    ensure!(msg == "Wrong username or password.", "wrong password showed {msg:?}");
+    ensure!(
+        msg == "Wrong username or password.",
+        "wrong password showed {msg:?}"
+    );
     agent.login("wang", "wang-secret-1").await?;
     agent
         .wait("the agent desk", "document.getElementById('agent-state')")
@@ -465,12 +528,16 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
             "document.querySelector('#phone-status[data-status=registered]')",
         )
         .await?;
-    if let Err(e) = wait_for("agent 1001 registered through the web gateway", LONG, || async {
-        node.agent("1001")
-            .await
-            .ok()
-            .filter(|a| a["registered"].is_object())
-    })
+    if let Err(e) = wait_for(
+        "agent 1001 registered through the web gateway",
+        LONG,
+        || async {
+            node.agent("1001")
+                .await
+                .ok()
+                .filter(|a| a["registered"].is_object())
+        },
+    )
     .await
     {
         bail!("{e:#}; the switch has {}", node.agent("1001").await?);
@@ -573,7 +640,10 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     });
     sent?;
     let (inbound, outbound) = grew?;
-    ensure!(outbound > out0, "the browser sent no RTP: outbound {out0} → {outbound}");
+    ensure!(
+        outbound > out0,
+        "the browser sent no RTP: outbound {out0} → {outbound}"
+    );
     eprintln!(
         "audio: caller got {got} packets from the browser; browser inbound {in0} → {inbound}, outbound {out0} → {outbound}"
     );
@@ -607,7 +677,11 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
             "document.getElementById('call-phase').dataset.phase === 'talking'",
         )
         .await?;
-    if let Err(e) = wait_for("the switch to see the call resumed", LONG, || phase("talking")).await {
+    if let Err(e) = wait_for("the switch to see the call resumed", LONG, || {
+        phase("talking")
+    })
+    .await
+    {
         bail!("{e:#}; live calls: {:?}", node.calls().await?);
     }
     // Mute is local to the browser; the keypad sends DTMF and shows what was pressed.
@@ -663,7 +737,10 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     let sup = Console::start(&node, "zh-CN", "supervisor").await?;
     sup.open().await?;
     let button = sup.text("#login-submit").await?;
-    ensure!(button == "登录", "a Chinese browser's login button says {button:?}");
+    ensure!(
+        button == "登录",
+        "a Chinese browser's login button says {button:?}"
+    );
     sup.login("li", "li-secret-12").await?;
     sup.wait(
         "the live call in the supervisor view",
@@ -696,7 +773,10 @@ async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
     agent.browser.fill("#wrapup-note", note).await?;
     agent.click("#wrapup-submit").await?;
     agent
-        .wait("the wrap-up to be saved", "!document.getElementById('wrapup-form')")
+        .wait(
+            "the wrap-up to be saved",
+            "!document.getElementById('wrapup-form')",
+        )
         .await?;
 
     // The CDR names the web agent and carries the disposition and note.

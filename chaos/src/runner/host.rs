@@ -148,8 +148,11 @@ impl Host {
         if !preloads.is_empty() {
             if let Err(e) = write_launcher(&dir, bin, &preloads) {
                 let why = format!("writing the node launcher: {e:#}");
-                host.faketime = host.faketime.and_then(|_| Err(why.clone()));
-                host.fsync_shim = host.fsync_shim.and_then(|_| Err(why));
+                for r in [&mut host.faketime, &mut host.fsync_shim] {
+                    if r.is_ok() {
+                        *r = Err(why.clone());
+                    }
+                }
             }
         }
         host

@@ -12,7 +12,11 @@ async fn get(path: &str, headers: HeaderMap) -> (StatusCode, HeaderMap, Vec<u8>)
 #[test]
 fn every_console_file_is_embedded() {
     for name in ["index.html", "app.js", "i18n.js", "style.css"] {
-        assert!(lookup(name).is_some(), "{name} is not embedded: {:?}", names());
+        assert!(
+            lookup(name).is_some(),
+            "{name} is not embedded: {:?}",
+            names()
+        );
     }
 }
 
