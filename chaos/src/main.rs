@@ -16,6 +16,7 @@ use runner::RunConfig;
 use runner::schedule::FaultKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -57,8 +58,13 @@ struct RunArgs {
     /// New calls per second. Default: about 70% of what the agents can take.
     #[arg(long)]
     rate: Option<f64>,
-    /// Fault kinds, comma-separated: kill, freeze, partition, netem (or `none`).
-    #[arg(long, default_value = "kill,freeze,partition,netem")]
+    /// Fault kinds, comma-separated: kill, freeze, partition, netem, clock, disk_full,
+    /// slow_fsync (or `none`). Kinds this host cannot inject (no libfaketime, not root, no C
+    /// compiler) are skipped and named in the report.
+    #[arg(
+        long,
+        default_value = "kill,freeze,partition,netem,clock,disk_full,slow_fsync"
+    )]
     faults: String,
     /// Callers' talk time range once an agent answers, e.g. `2s..8s`.
     #[arg(long)]
@@ -94,7 +100,10 @@ fn parse_faults(s: &str) -> Result<Vec<FaultKind>, String> {
     s.split(',')
         .map(|k| {
             FaultKind::parse(k.trim()).ok_or_else(|| {
-                format!("unknown fault kind {k:?} (kill, freeze, partition, netem, none)")
+                format!(
+                    "unknown fault kind {k:?} (kill, freeze, partition, netem, clock, \
+                     disk_full, slow_fsync, none)"
+                )
             })
         })
         .collect()
@@ -168,11 +177,26 @@ fn run(a: RunArgs) -> anyhow::Result<bool> {
         cfg.warmup = Duration::from_secs(3);
         cfg.cooldown = Duration::from_secs(3);
     }
+    // Clock, disk and fsync faults: the launcher, the interposer (sets LINGXI_BIN too: no
+    // other thread exists yet). Dropped last: it unmounts the nodes' filesystems.
+    let host = Arc::new(runner::host::Host::prepare(&bin, &cfg.faults));
+    cfg.host = Some(host.clone());
     eprintln!("lingxi-chaos: replay with: {}", cfg.replay_command());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(runner::run(&cfg))?;
+    // Ctrl-C ends the run cleanly: the cluster's nodes are killed with the runtime, then the
+    // host unmounts and removes what it made.
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = runner::run(&cfg) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    drop(rt);
+    drop(cfg);
+    drop(host);
+    let report = report?;
     let md = report.markdown();
     println!("{md}");
     if let Some(path) = &a.report {

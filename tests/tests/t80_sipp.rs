@@ -14,7 +14,6 @@ use std::time::Duration;
 use lingxi_config::Config;
 use lingxi_node::Node;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// The scenarios the tests use, copied next to the `pcap` link so sipp finds the audio
@@ -134,6 +133,11 @@ skill = "support"
 action = "hangup"
 when_no_agents = true
 
+[[auth.api_keys]]
+name = "tests"
+role = "admin"
+sha256 = "{key_sha}"
+
 [[agents]]
 id = "1001"
 password = "pass1001"
@@ -153,6 +157,7 @@ skills = {{ support = 5 }}
             suffix = rand::random::<u32>(),
             data = data.path().display(),
             rtp_max = rtp_min + 199,
+            key_sha = lingxi_tests::node::TEST_API_KEY_SHA256,
         );
         let config = Config::from_toml_str(&toml, "t80_sipp", None).expect("test config parses");
         config.validate().expect("test config is valid");
@@ -222,40 +227,12 @@ skills = {{ support = 5 }}
     }
 }
 
-/// A minimal HTTP/1.1 GET (the tests crate has no HTTP client): status and body.
+/// GET with the tests' admin API key: status and body.
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP API");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send HTTP request");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+    lingxi_tests::node::http_request(addr, "GET", path, None)
         .await
-        .expect("HTTP response within 10 s")
-        .expect("read HTTP response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    (status, body)
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
+        .unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
 }
 
 /// A working directory for sipp: scenario copies and the `pcap` link.

@@ -409,6 +409,7 @@ mod tests {
             disposition: None,
             note: None,
             disposition_by: None,
+            transfers: vec![],
         }
     }
 
