@@ -11,6 +11,12 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # A CJK font, so the console's Chinese screenshots show characters, not boxes.
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
+# Chaos runs (lingxi-chaos): clock jumps preload libfaketime into the nodes; disk-full puts
+# each node's data on a loop-mounted ext4; slow fsync builds an interposer with cc.
+compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || need_apt+=(libfaketime)
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 if ((${#need_apt[@]})); then
   echo "test.sh: installing ${need_apt[*]}" >&2
   SUDO=""

@@ -52,6 +52,10 @@ pub enum AgentMsg {
     Expire {
         /// Which binding this timer belongs to.
         epoch: u64,
+        /// The binding's `expires_at_ms` when a REGISTER here made it: its lifetime was then
+        /// timed on this node's monotonic clock, so it has lapsed whatever the wall clock
+        /// says now. `None`: armed at start from the log, by the wall clock.
+        lapsed: Option<u64>,
     },
 }
 
@@ -97,7 +101,10 @@ impl Actor for AgentActor {
         });
         if let Some(at) = expiry {
             myself.send_after(Duration::from_millis(at.saturating_sub(now)), move || {
-                AgentMsg::Expire { epoch: 0 }
+                AgentMsg::Expire {
+                    epoch: 0,
+                    lapsed: None,
+                }
             });
         }
         if let Some(call_id) = wrap {
@@ -158,11 +165,27 @@ impl Actor for AgentActor {
                     tracing::warn!(agent = %st.id, error = %e, "ending wrap-up failed");
                 }
             }
-            AgentMsg::Expire { epoch } if epoch == st.reg_epoch => {
+            AgentMsg::Expire { epoch, lapsed } if epoch == st.reg_epoch => {
                 // Any node may fire this timer; the command only unbinds a lapsed binding.
+                // A binding made here is stamped with its own expiry, not this node's wall
+                // clock: a clock stepped ahead must not unbind a binding renewed through
+                // another node, nor one stepped back keep a lapsed one.
+                let current = st.sw.log.read(|sm| {
+                    sm.agent_by_id(&st.id)
+                        .and_then(|a| a.registration.as_ref().map(|r| r.expires_at_ms))
+                });
+                let at_ms = match lapsed {
+                    Some(expires_at_ms) if current == Some(expires_at_ms) => Some(expires_at_ms),
+                    // Renewed (through another node: it times the new binding) or gone.
+                    Some(_) => None,
+                    None => Some(now_ms()),
+                };
+                let Some(at_ms) = at_ms else {
+                    return Ok(());
+                };
                 let cmd = Command::ExpireRegistration {
                     id: st.id.clone(),
-                    at_ms: now_ms(),
+                    at_ms,
                 };
                 match st.sw.log.propose(cmd).await {
                     Ok(ev) if !ev.is_empty() => {
@@ -336,11 +359,12 @@ async fn register(
         Header::UserAgent(u) => Some(u.value().to_string()),
         _ => None,
     });
+    let expires_at_ms = now + u64::from(granted) * 1000;
     let registration = Registration {
         contact: contact_uri.to_string(),
         peer: source.addr,
         transport: source.transport,
-        expires_at_ms: now + u64::from(granted) * 1000,
+        expires_at_ms,
         node: st.sw.node_id.clone(),
         user_agent,
     };
@@ -359,7 +383,10 @@ async fn register(
             let epoch = st.reg_epoch;
             myself.send_after(
                 Duration::from_secs(u64::from(granted)) + Duration::from_millis(500),
-                move || AgentMsg::Expire { epoch },
+                move || AgentMsg::Expire {
+                    epoch,
+                    lapsed: Some(expires_at_ms),
+                },
             );
             let mut resp = response_for(&request, 200, None, Some(&message::new_tag()));
             resp.headers

@@ -269,13 +269,7 @@ impl Actor for CallActor {
             CallMsg::Media(_) => {}
             CallMsg::Hangup { outcome } => hang_up(&myself, st, &outcome, "switch").await,
             CallMsg::Fault => panic!("fault injected into call {}", st.call_id),
-            CallMsg::Fence => {
-                st.phase = Phase::Ended;
-                st.media.unbridge();
-                metrics::gauge!("lingxi_active_calls").decrement(1.0);
-                tracing::warn!(call_id = %st.call_id, "fenced: call stopped here, to resume on a live node");
-                myself.stop(Some("fenced".into()));
-            }
+            CallMsg::Fence => stop_fenced(&myself, st),
         }
         Ok(())
     }
@@ -1153,9 +1147,28 @@ async fn reinvite(st: &mut CallState, leg: CallLeg, request: rsip::Request, tx: 
     }
 }
 
+/// Stops the call here at once, silently (no BYE, no CDR): this node lost its lease and the
+/// call resumes on a live node.
+fn stop_fenced(myself: &ActorRef<CallMsg>, st: &mut CallState) {
+    if st.phase == Phase::Ended {
+        return;
+    }
+    st.phase = Phase::Ended;
+    st.media.unbridge();
+    metrics::gauge!("lingxi_active_calls").decrement(1.0);
+    tracing::warn!(call_id = %st.call_id, "fenced: call stopped here, to resume on a live node");
+    myself.stop(Some("fenced".into()));
+}
+
 /// Ends the call: BYE (or CANCEL) to whichever legs are up, CDR through `CallEnded`, stop.
+/// On a fenced node it only stops: the call may already run elsewhere, and neither a BYE nor a
+/// CDR from here may contradict the node that owns it now.
 async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, ended_by: &str) {
     if st.phase == Phase::Ended {
+        return;
+    }
+    if st.sw.is_fenced() {
+        stop_fenced(myself, st);
         return;
     }
     let was = st.phase;

@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod clock;
 mod error;
 mod membership;
 pub mod queue;

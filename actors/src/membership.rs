@@ -66,6 +66,7 @@ impl Switch {
         if self.fenced.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.media.gate().open_until(None);
         tracing::warn!(node = %self.node_id, "cut off from the majority: stopping this node's calls (they resume on a live node)");
         metrics::counter!("lingxi_fenced_total").increment(1);
         let actors: Vec<_> = self.calls.iter().map(|e| e.value().clone()).collect();
@@ -126,6 +127,14 @@ pub(crate) async fn watch(sw: Arc<Switch>) {
         }
         let status = raft.status();
         let silence = raft.silence();
+        // Media leaves this node only under a lease (packets queued while it was frozen or
+        // cut off must not reach anyone once its calls may have moved).
+        let gate = sw.media.gate();
+        if sw.is_fenced() || status.removed {
+            gate.open_until(None);
+        } else {
+            gate.open_until(raft.lease_until());
+        }
         if status.removed {
             sw.fence();
             continue;

@@ -19,15 +19,13 @@ use rsip::Header;
 use rsip::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Wall-clock milliseconds for timestamps in commands and CDRs (logic timers use tokio time).
+/// Wall-clock milliseconds for timestamps in commands and CDRs, steady across system clock
+/// jumps (see [`crate::clock`]); logic timers use tokio time.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_ms()
 }
 
 /// Everything the actors of one node share.
@@ -149,17 +147,18 @@ impl Switch {
         &self,
         cmd: Command,
     ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
-        self.propose_within(cmd, Duration::from_secs(30)).await
+        self.propose_within(cmd, Duration::from_secs(30), true).await
     }
 
     /// Proposes `cmd`, retrying with backoff while the error is retryable (no leader, no
     /// quorum) and `within` has not passed. If a retry is refused after an attempt timed out,
     /// the timed-out attempt is taken to have committed after all (the refusal says the state
-    /// already moved that way).
+    /// already moved that way). With `stop_when_fenced`, a fenced node gives up at once.
     async fn propose_within(
         &self,
         cmd: Command,
         within: Duration,
+        stop_when_fenced: bool,
     ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
         let mut wait = Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + within;
@@ -167,7 +166,13 @@ impl Switch {
         loop {
             match self.log.propose(cmd.clone()).await {
                 Ok(ev) => return Ok(ev),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                // A fenced node stops trying: its calls are moving, and its actors must get
+                // to the fence instead of waiting here.
+                Err(e)
+                    if e.is_retryable()
+                        && tokio::time::Instant::now() < deadline
+                        && !(stop_when_fenced && self.is_fenced()) =>
+                {
                     tracing::info!(command = cmd.kind(), error = %e, "not committed yet; retrying");
                     timed_out_before = true;
                     tokio::time::sleep(wait).await;
@@ -185,7 +190,7 @@ impl Switch {
     /// Proposes a start-up command, retrying for up to a minute, so a node does not die
     /// because an election was under way.
     async fn propose_at_start(&self, cmd: Command) -> Result<(), ActorError> {
-        self.propose_within(cmd, Duration::from_secs(60)).await?;
+        self.propose_within(cmd, Duration::from_secs(60), false).await?;
         Ok(())
     }
 

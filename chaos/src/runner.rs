@@ -102,8 +102,8 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// Defaults for `nodes` nodes, `duration` of load, `seed`: agents = 2 × nodes, load at
-    /// about 70% of what the agents can take, every fault kind, generous bounds for a loaded
-    /// two-core machine.
+    /// about 70% of what the agents can take, the default fault kinds, generous bounds for a
+    /// loaded two-core machine.
     pub fn new(nodes: usize, duration: Duration, seed: u64) -> RunConfig {
         let agents = nodes * 2;
         let talk = (Duration::from_secs(2), Duration::from_secs(8));
@@ -117,7 +117,7 @@ impl RunConfig {
             rate: 0.7 * agents as f64 / per_call,
             talk,
             patience: Duration::from_secs(20),
-            faults: FaultKind::ALL.to_vec(),
+            faults: FaultKind::DEFAULT.to_vec(),
             warmup: Duration::from_secs(5),
             cooldown: Duration::from_secs(5),
             gap: (Duration::from_secs(2), Duration::from_secs(5)),
@@ -166,7 +166,11 @@ fn not_injected(cfg: &RunConfig) -> Vec<String> {
     [FaultKind::Clock, FaultKind::DiskFull, FaultKind::SlowFsync]
         .into_iter()
         .filter(|k| cfg.faults.contains(k))
-        .filter_map(|k| host_for(cfg.host.as_deref(), k).err().map(|why| format!("{k}: {why}")))
+        .filter_map(|k| {
+            host_for(cfg.host.as_deref(), k)
+                .err()
+                .map(|why| format!("{k}: {why}"))
+        })
         .collect()
 }
 
@@ -204,11 +208,11 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let mut cl = Cluster::start(cfg.nodes)
         .await
         .context("starting the cluster")?;
-    if let Some(h) = &cfg.host {
-        if plan.iter().any(|f| f.kind == FaultKind::DiskFull) {
-            say("chaos: putting each node's data directory on its own filesystem (a restart each)");
-            h.mount_data_dirs(&mut cl).await;
-        }
+    if let Some(h) = &cfg.host
+        && plan.iter().any(|f| f.kind == FaultKind::DiskFull)
+    {
+        say("chaos: putting each node's data directory on its own filesystem (a restart each)");
+        h.mount_data_dirs(&mut cl).await;
     }
     let netem = Arc::new(NetemState::default());
     let _proxies = if plan.iter().any(|f| f.kind == FaultKind::Netem) {
@@ -380,6 +384,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     report.legs = legs;
     if !report.invariants_held {
         cl.print_logs();
+    }
+    if let Some(h) = &cfg.host {
+        h.release(&mut cl);
     }
     drop(cl);
     Ok(report)
@@ -588,6 +595,32 @@ async fn sleep_until_ms(load: &Load, at_ms: u64) {
     }
 }
 
+/// Sleeps until `at_ms`, meanwhile restarting (once a second at most, as systemd's
+/// `Restart=on-failure` would) any node whose process exited on its own: a node whose
+/// storage failed (disk full) exits so that it can be started again.
+async fn sleep_supervising(cl: &mut Cluster, load: &Load, observer: &Observer, at_ms: u64) {
+    loop {
+        for i in 0..cl.len() {
+            if !cl.is_running(i) {
+                say(&format!(
+                    "chaos: t={:.1}s {} exited on its own; restarting it (service manager)",
+                    load.ms() as f64 / 1000.0,
+                    cl.name(i)
+                ));
+                observer.incarnation[i].fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = cl.respawn(i) {
+                    say(&format!("chaos: restarting {} failed: {e:#}", cl.name(i)));
+                }
+            }
+        }
+        let now = load.ms();
+        if now >= at_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis((at_ms - now).min(1000))).await;
+    }
+}
+
 /// Injects the schedule, one fault at a time; after each heal, starts a probe of the healed
 /// node. Returns the cluster and what was injected.
 #[allow(clippy::too_many_arguments)]
@@ -607,7 +640,7 @@ async fn inject(
     let mut heal_seq = 0u64;
     for f in plan {
         let planned = base + f.at_ms;
-        sleep_until_ms(&load, planned.max(earliest)).await;
+        sleep_supervising(&mut cl, &load, &observer, planned.max(earliest)).await;
         let i = f.node;
         let name = cl.name(i).to_string();
         let at_ms = load.ms();
@@ -619,7 +652,7 @@ async fn inject(
                 f.jitter_ms,
                 f.loss * 100.0
             ),
-            FaultKind::Clock => format!("wall clock {:+} s, monotonic untouched", f.clock_step_s),
+            FaultKind::Clock => format!("wall clock {:+} s", f.clock_step_s),
             FaultKind::SlowFsync => format!("each fsync +{} ms", f.delay_ms),
             _ => String::new(),
         };
@@ -641,10 +674,8 @@ async fn inject(
                 continue;
             }
         };
-        if let Some(h) = host {
-            detail = format!("{detail} ({})", h.mechanism(f.kind))
-                .trim_start()
-                .to_string();
+        if let Some(m) = host.map(|h| h.mechanism(f.kind)).filter(|m| !m.is_empty()) {
+            detail = format!("{detail} ({m})").trim_start().to_string();
         }
         say(&format!(
             "chaos: t={:.1}s {} {name} for {} ms {detail}",

@@ -588,7 +588,8 @@ impl StateMachine {
                 }
                 call.phase = CallPhase::Talking;
                 // After a transfer the call was answered before: wait time counts to the first.
-                call.answered_ms.get_or_insert(*at_ms);
+                // Clocks of different nodes disagree a little: never before the arrival.
+                call.answered_ms.get_or_insert((*at_ms).max(call.arrived_ms));
                 call.b_leg = Some(b_leg.clone());
                 match (&call.recording, recording) {
                     (None, r) => call.recording = r.clone(),
@@ -691,6 +692,9 @@ impl StateMachine {
                         state: agent.state,
                     });
                 }
+                // The end is never before the arrival or the answer, whichever node's clock
+                // stamped them.
+                let at_ms = &(*at_ms).max(call.answered_ms.unwrap_or(call.arrived_ms));
                 let answered_or_end = call.answered_ms.unwrap_or(*at_ms);
                 let cdr = Cdr {
                     call_id: call.call_id,

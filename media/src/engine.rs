@@ -50,6 +50,8 @@ pub(crate) struct EngineInner {
     pub(crate) recorder: RecorderPool,
     /// Metric handles, looked up once per engine instead of per call or per packet.
     pub(crate) meters: Meters,
+    /// Whether this node may send media now (closed when its cluster lease lapses).
+    pub(crate) gate: crate::ServeGate,
 }
 
 /// Which even ports of the range are taken.
@@ -141,8 +143,14 @@ impl MediaEngine {
                 active: AtomicUsize::new(0),
                 recorder: RecorderPool::new(),
                 meters: Meters::new(),
+                gate: crate::ServeGate::default(),
             }),
         })
+    }
+
+    /// The gate every packet this engine sends passes (see [`crate::ServeGate`]).
+    pub fn gate(&self) -> &crate::ServeGate {
+        &self.inner.gate
     }
 
     /// Gives a call its media: two UDP sockets (leg A, leg B) on even ports of the range

@@ -36,7 +36,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Name of the session cookie set at login.
 pub const SESSION_COOKIE: &str = "lingxi_session";
@@ -181,10 +181,7 @@ pub struct LoginOk {
 /// Milliseconds since the Unix epoch (wall clock: sessions expire at the same instant on every
 /// node).
 fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    lingxi_actors::clock::now_ms()
 }
 
 impl Auth {

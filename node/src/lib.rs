@@ -189,6 +189,15 @@ impl Node {
         &self.auth
     }
 
+    /// Resolves if this node's replicated log failed for good (cluster mode: the Raft loop
+    /// stopped on a storage error), with the error; never on a single node.
+    pub async fn failed(&self) -> String {
+        match &self.raft {
+            Some(r) => r.raft.failed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// The switch, for in-process tests and tools.
     pub fn switch(&self) -> &Arc<Switch> {
         &self.switch

@@ -265,7 +265,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        why = node.failed() => {
+            // No goodbye: the node has already lost its lease, its calls resume on the others;
+            // a BYE from here would end them. The service manager restarts the node.
+            tracing::error!(error = %why, "the replicated log failed (storage full or failing); exiting so the service manager restarts this node / 存储故障，节点退出待重启");
+            std::process::exit(75);
+        }
+    }
     node.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

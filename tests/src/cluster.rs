@@ -602,6 +602,12 @@ skills = {{ support = 5 }}
         }
     }
 
+    /// Starts node `i`'s process again from its data directory, without waiting for it (as a
+    /// service manager restarting a node that exited would).
+    pub fn respawn(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)
+    }
+
     /// Starts node `i` again from its data directory and waits until it is healthy and sees
     /// itself alive in the cluster.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {

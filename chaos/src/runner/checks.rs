@@ -207,6 +207,7 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
                     ));
                 }
             }
+            bad.extend(cdr_times(c, r));
             if !bad.is_empty() {
                 out.push(Violation::new(
                     "cdr_once",
@@ -218,6 +219,36 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
         }
     }
     out
+}
+
+/// How far a CDR's duration may stray from what its caller saw (commit latency, a retried
+/// hang-up); a node's wall clock stepped by minutes or hours shows far beyond it.
+const CDR_TIME_SLACK_MS: i64 = 10_000;
+
+/// A CDR's times against each other and against the caller: arrival, answer and end in
+/// order, and the call about as long as the caller saw it (the nodes share one true clock
+/// here, so only a stepped wall clock can break these).
+fn cdr_times(c: &Cdr, r: &CallRecord) -> Vec<String> {
+    let mut bad = Vec::new();
+    let ordered = c.arrived_ms <= c.ended_ms
+        && c.answered_ms
+            .is_none_or(|a| c.arrived_ms <= a && a <= c.ended_ms);
+    if !ordered {
+        bad.push(format!(
+            "times out of order: arrived {}, answered {:?}, ended {}",
+            c.arrived_ms, c.answered_ms, c.ended_ms
+        ));
+    }
+    if r.end == CallEnd::CallerBye && r.ended_ms > r.placed_ms {
+        let seen = (r.ended_ms - r.placed_ms) as i64;
+        let recorded = c.ended_ms as i64 - c.arrived_ms as i64;
+        if (recorded - seen).abs() > CDR_TIME_SLACK_MS {
+            bad.push(format!(
+                "lasted {recorded} ms by its CDR, {seen} ms at the caller"
+            ));
+        }
+    }
+    bad
 }
 
 /// `no_call_lost`: every load call the switch answered either ended normally or was
@@ -434,6 +465,7 @@ mod tests {
             healed_at_ms: 3000,
             detail: String::new(),
             error: None,
+            skipped: false,
         }];
         let h = History {
             calls,
@@ -454,6 +486,28 @@ mod tests {
             (c.cdrs, c.cdrs_missing, c.cdrs_duplicated, c.lost),
             (1, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn cdr_times_from_a_stepped_clock_are_caught() {
+        // Answered and ended on a node whose wall clock ran an hour ahead.
+        let mut ahead = cdr(1, "a", 10);
+        ahead.answered_ms = Some(3_600_002);
+        ahead.ended_ms = 3_600_003;
+        // Arrived on a node whose clock was set back ten minutes: ends before it began.
+        let mut behind = cdr(2, "b", 11);
+        behind.arrived_ms = 600_000;
+        let f = fin(&[("n1", vec![ahead.clone(), behind.clone()])]);
+        let (v, _) = check(&[call(1, "a"), call(2, "b")], &[leg("a"), leg("b")], &f);
+        let has = |s: &str| {
+            v.iter()
+                .any(|x| x.invariant == "cdr_once" && x.detail.contains(s))
+        };
+        assert!(
+            has("lasted 3600002 ms by its CDR, 4000 ms at the caller"),
+            "{v:#?}"
+        );
+        assert!(has("times out of order"), "{v:#?}");
     }
 
     #[test]

@@ -113,8 +113,7 @@ impl Host {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("lingxi-chaos-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("lingxi-chaos-{}-{nanos}", std::process::id()));
         let mut host = Host {
             dir: dir.clone(),
             faketime: Err("not requested".into()),
@@ -137,21 +136,20 @@ impl Host {
         }
         if kinds.contains(&FaultKind::DiskFull) && !is_root() {
             *host.disk_blocked.lock().unwrap() = Some(
-                "not root: each node's data directory needs its own loop-mounted filesystem"
-                    .into(),
+                "not root: each node's data directory needs its own loop-mounted filesystem".into(),
             );
         }
         let preloads: Vec<&Path> = [&host.faketime, &host.fsync_shim]
             .into_iter()
             .filter_map(|r| r.as_ref().ok().map(PathBuf::as_path))
             .collect();
-        if !preloads.is_empty() {
-            if let Err(e) = write_launcher(&dir, bin, &preloads) {
-                let why = format!("writing the node launcher: {e:#}");
-                for r in [&mut host.faketime, &mut host.fsync_shim] {
-                    if r.is_ok() {
-                        *r = Err(why.clone());
-                    }
+        if !preloads.is_empty()
+            && let Err(e) = write_launcher(&dir, bin, &preloads)
+        {
+            let why = format!("writing the node launcher: {e:#}");
+            for r in [&mut host.faketime, &mut host.fsync_shim] {
+                if r.is_ok() {
+                    *r = Err(why.clone());
                 }
             }
         }
@@ -171,9 +169,9 @@ impl Host {
     /// How the fault kinds this host provides are injected, for the report.
     pub fn mechanism(&self, kind: FaultKind) -> &'static str {
         match kind {
-            FaultKind::Clock => "libfaketime (monotonic untouched)",
+            FaultKind::Clock => "libfaketime, monotonic untouched",
             FaultKind::DiskFull => "ballast file on the node's loop-mounted ext4",
-            FaultKind::SlowFsync => "fsync interposer (no device-mapper for dm-delay here)",
+            FaultKind::SlowFsync => "fsync interposer: no device-mapper here for dm-delay",
             _ => "",
         }
     }
@@ -204,10 +202,8 @@ impl Host {
         }
         for i in 0..cl.len() {
             if let Err(e) = self.mount_one(cl, i).await {
-                *self.disk_blocked.lock().unwrap() = Some(format!(
-                    "mounting {}'s data filesystem: {e:#}",
-                    cl.name(i)
-                ));
+                *self.disk_blocked.lock().unwrap() =
+                    Some(format!("mounting {}'s data filesystem: {e:#}", cl.name(i)));
                 if !cl.is_running(i) {
                     let _ = cl.restart(i).await;
                 }
@@ -220,7 +216,11 @@ impl Host {
         let data = cl.nodes[i].data_dir.clone();
         let image = self.dir.join(format!("{}.ext4", cl.name(i)));
         std::fs::File::create(&image)?.set_len(DISK_MIB << 20)?;
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", "-L", cl.name(i)], &image)?;
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", "-L", cl.name(i)],
+            &image,
+        )?;
         cl.kill(i);
         let aside = data.with_extension("before-mount");
         std::fs::rename(&data, &aside)?;
@@ -315,10 +315,24 @@ impl Host {
     pub fn free(&self, data: &Path) -> Option<u64> {
         free_bytes(data).ok()
     }
-}
 
-impl Drop for Host {
-    fn drop(&mut self) {
+    /// Stops every node and unmounts their filesystems, so the harness can remove its
+    /// directory (call it before dropping the cluster).
+    pub fn release(&self, cl: &mut Cluster) {
+        if self.mounts.lock().unwrap().is_empty() {
+            return;
+        }
+        for i in 0..cl.len() {
+            cl.kill(i);
+        }
+        self.unmount_all(false);
+    }
+
+    /// Unmounts what was mounted; `tidy`: also removes the harness directory the mount points
+    /// were in, which the harness could not remove while they were mounted (an interrupted
+    /// run drops the cluster first).
+    fn unmount_all(&self, tidy: bool) {
+        let keep = std::env::var_os("LINGXI_KEEP_TEST_DIR").is_some();
         for (mount, _) in self.mounts.lock().unwrap().drain(..).rev() {
             // Lazy: detached now even if a node still holds files; the loop device is freed
             // (autoclear) when the last one closes.
@@ -327,8 +341,28 @@ impl Drop for Host {
                 .arg(&mount)
                 .stderr(std::process::Stdio::null())
                 .status();
+            let parent = mount.parent().filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("lingxi-cluster-"))
+            });
+            if let (true, false, Some(p)) = (tidy, keep, parent) {
+                let _ = std::fs::remove_dir_all(p);
+            }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.unmount_all(true);
+        if std::env::var_os("LINGXI_KEEP_TEST_DIR").is_some() {
+            eprintln!(
+                "keeping the chaos host's directory (data images) {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -155,6 +155,11 @@ struct Shared {
     /// ReadIndex round trip asked at `t`, and this node applied up to that read index; the
     /// lease then runs until `t + election_tick × tick` (see [`RaftLog::holds_lease`]).
     lease_until: Mutex<Option<Instant>>,
+    /// Cancelled when the ready loop stopped on an error (storage full or failing): the node
+    /// cannot go on (see [`RaftLog::failed`]).
+    failed: CancellationToken,
+    /// Why it stopped.
+    failure: Mutex<Option<String>>,
 }
 
 enum Request {
@@ -327,6 +332,8 @@ impl RaftLog {
             storage: storage.clone(),
             last_heard: Mutex::new(HashMap::new()),
             lease_until: Mutex::new(None),
+            failed: CancellationToken::new(),
+            failure: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(8192);
         let stop = CancellationToken::new();
@@ -421,6 +428,24 @@ impl RaftLog {
     /// Whether this node holds the lease now: it may serve calls (see `Driver::ask_lease`).
     pub fn holds_lease(&self) -> bool {
         self.lease_remaining() > Duration::ZERO
+    }
+
+    /// Resolves if the ready loop stops on an error (e.g. the disk is full: sled keeps an I/O
+    /// error for good), with the error. The node holds no lease from then on; the binary exits
+    /// so that its service manager restarts it once storage works again.
+    pub async fn failed(&self) -> String {
+        self.shared.failed.cancelled().await;
+        self.shared
+            .failure
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "unknown error".into())
+    }
+
+    /// When the lease held now ends (`None`: none held, or it has ended).
+    pub fn lease_until(&self) -> Option<Instant> {
+        let until = *self.shared.lease_until.lock();
+        until.filter(|t| *t > Instant::now())
     }
 
     /// How much of the lease is left (zero when none is held).
@@ -611,6 +636,8 @@ impl Driver {
             self.flush_unsent();
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft ready loop failed; node stops");
+                *self.shared.failure.lock() = Some(e.to_string());
+                self.shared.failed.cancel();
                 break;
             }
             self.publish_status();

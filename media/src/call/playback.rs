@@ -21,7 +21,6 @@ pub(crate) async fn run(
     looped: bool,
 ) {
     let frame = shared.engine.frame.max(1);
-    let meters = &shared.engine.meters;
     let mut ticker = tokio::time::interval(Duration::from_micros(frame as u64 * 125));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut payload = vec![0u8; frame];
@@ -100,7 +99,7 @@ pub(crate) async fn run(
         }
         if let Some((dest, header, _)) = step {
             rtp::write(&header, &payload, &mut out);
-            ls.send(&out, dest, meters);
+            ls.send(&out, dest, &shared.engine);
         }
         k = k.wrapping_add(1);
     }

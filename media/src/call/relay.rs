@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::stream::Source;
 use super::{CallShared, LegShared, MediaEvent};
+use crate::engine::EngineInner;
 use crate::dtmf::{self, DtmfDetector};
 use crate::rtp::{self, HEADER_LEN, RtpHeader};
 use crate::{Codec, Leg, g711};
@@ -48,6 +49,9 @@ pub(crate) struct Meters {
     /// `lingxi_rtp_dropped_total{reason="send_error"}`: any other send failure (e.g. an
     /// ICMP error reported on the socket).
     pub(crate) dropped_send_error: Counter,
+    /// `lingxi_rtp_dropped_total{reason="not_serving"}`: this node holds no cluster lease
+    /// (see [`crate::ServeGate`]).
+    pub(crate) dropped_gate_closed: Counter,
     /// `lingxi_media_sessions`: calls with media allocated.
     pub(crate) sessions: Gauge,
 }
@@ -63,6 +67,7 @@ impl Meters {
             dropped_unknown_pt: dropped("unknown_payload"),
             dropped_send_full: dropped("send_buffer_full"),
             dropped_send_error: dropped("send_error"),
+            dropped_gate_closed: dropped("not_serving"),
             sessions: metrics::gauge!("lingxi_media_sessions"),
         }
     }
@@ -272,14 +277,20 @@ impl CallShared {
         if let Kind::Audio(from) = kind {
             g711::transcode(from, to_codec, &mut ctx.out[HEADER_LEN..]);
         }
-        leg.send(&ctx.out, dest, &self.engine.meters);
+        leg.send(&ctx.out, dest, &self.engine);
     }
 }
 
 impl LegShared {
     /// Sends one packet to the leg without waiting: a full socket buffer drops it, as a
-    /// router would.
-    pub(crate) fn send(&self, pkt: &[u8], dest: SocketAddr, meters: &Meters) {
+    /// router would; so does a closed serve gate (this node lost its cluster lease).
+    pub(crate) fn send(&self, pkt: &[u8], dest: SocketAddr, engine: &EngineInner) {
+        let meters = &engine.meters;
+        if !engine.gate.is_open(Instant::now()) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            meters.dropped_gate_closed.increment(1);
+            return;
+        }
         match self.socket.try_send_to(pkt, dest) {
             Ok(n) => {
                 self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
