@@ -25,6 +25,9 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The browser tests must not skip here: Chromium was just installed.
+export LINGXI_REQUIRE_BROWSER=1
+
 # The cluster tests run real `lingxi` processes: build the binary first.
 cargo build --locked -p lingxi-node
 # Two test threads: the suites start real nodes and sipp processes on loopback.

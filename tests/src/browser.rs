@@ -66,6 +66,28 @@ pub fn available() -> bool {
         && binary("chromedriver", &["/usr/bin/chromedriver"]).is_ok()
 }
 
+/// Whether a browser test should skip: Chromium or chromedriver is missing and the run does
+/// not require them. Under `./test.sh` (which installs them and sets
+/// `LINGXI_REQUIRE_BROWSER=1`) or with `CI` set, a missing browser fails the test instead.
+pub fn skip_without_browser() -> bool {
+    if available() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none() && std::env::var_os("LINGXI_REQUIRE_BROWSER").is_none(),
+        "chromium and chromium-driver must be installed (test.sh installs them)"
+    );
+    eprintln!("SKIPPED: chromium and chromedriver are not installed (test.sh installs them)");
+    true
+}
+
+/// Where a test saves screenshot `name`: `target/screenshots/` of the workspace.
+pub fn screenshot_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/screenshots")
+        .join(name)
+}
+
 /// A headless Chromium under WebDriver. Killed (driver and browser) on drop.
 pub struct Browser {
     /// The WebDriver session.

@@ -11,10 +11,9 @@
 // small machines); each test has its own runtime and thread, so blocking there is harmless.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use lingxi_tests::browser::{self, Browser};
+use lingxi_tests::browser::{Browser, screenshot_path, skip_without_browser};
 use lingxi_tests::node::standard_config;
 use lingxi_tests::{Rtp, TestNode, TestUa, WAIT};
 use serde_json::{Value, json};
@@ -22,24 +21,7 @@ use serde_json::{Value, json};
 /// Browsers and WebRTC on a loaded two-core machine: generous.
 const SLOW: Duration = Duration::from_secs(30);
 
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/screenshots")
-        .join(name)
-}
 
-/// Whether to skip: no Chromium outside CI (under CI a missing browser is a failure).
-fn skip() -> bool {
-    if browser::available() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium and chromium-driver must be installed under CI (test.sh installs them)"
-    );
-    eprintln!("SKIPPED: chromium and chromedriver are not installed (test.sh installs them)");
-    true
-}
 
 /// The tests of this file run one browser at a time (two-core machines).
 fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -201,7 +183,7 @@ async fn page_events(b: &Browser) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_caller_reaches_web_agent() -> anyhow::Result<()> {
-    if skip() {
+    if skip_without_browser() {
         return Ok(());
     }
     let _one_browser = one_browser_at_a_time();
@@ -255,7 +237,7 @@ async fn sip_caller_reaches_web_agent() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_caller_reaches_sip_agent() -> anyhow::Result<()> {
-    if skip() {
+    if skip_without_browser() {
         return Ok(());
     }
     let _one_browser = one_browser_at_a_time();
@@ -329,7 +311,7 @@ async fn web_caller_reaches_sip_agent() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_agent_holds_sends_keys_and_transfers() -> anyhow::Result<()> {
-    if skip() {
+    if skip_without_browser() {
         return Ok(());
     }
     let _one_browser = one_browser_at_a_time();

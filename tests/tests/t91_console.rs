@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use lingxi_tests::browser::{self, Browser};
+use lingxi_tests::browser::{Browser, screenshot_path, skip_without_browser};
 use lingxi_tests::node::http_request_as;
 use lingxi_tests::{Rtp, TestNode, TestUa, WAIT, standard_config, wait_for};
 use serde_json::{Value, json};
@@ -32,26 +32,10 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether to skip a browser test: no Chromium outside CI (under CI a missing browser is a
-/// failure), as in `t90_webrtc`.
-fn skip() -> bool {
-    if browser::available() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium and chromium-driver must be installed under CI (test.sh installs them)"
-    );
-    eprintln!("SKIPPED: chromium and chromedriver are not installed (test.sh installs them)");
-    true
-}
 
 /// The browser tests of this file take turns (two-core machines: one test's browsers at a time).
 static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn screenshot_path(name: &str) -> PathBuf {
-    workspace().join("target/screenshots").join(name)
-}
 
 /// One browser on the console of one node.
 struct Console {
@@ -302,7 +286,7 @@ async fn console_files_are_public_typed_and_confined() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_a_user_then_wrong_passwords_lock_out() -> anyhow::Result<()> {
-    if skip() {
+    if skip_without_browser() {
         return Ok(());
     }
     let _turn = BROWSERS.lock().await;
@@ -445,7 +429,7 @@ async fn earlier_call(node: &TestNode) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_agent_answers_a_sip_caller_and_wraps_up() -> anyhow::Result<()> {
-    if skip() {
+    if skip_without_browser() {
         return Ok(());
     }
     let _turn = BROWSERS.lock().await;
