@@ -913,11 +913,25 @@ fn send_ack(st: &CallState, d: &DialogState, invite: &rsip::Request) {
 
 /// Sends an in-dialog request (BYE) and lets its transaction run to the end in the background.
 pub(crate) fn send_in_dialog(sw: &Switch, d: &mut DialogState, method: Method) {
+    send_in_dialog_with(sw, d, method, None, Vec::new());
+}
+
+/// [`send_in_dialog`] with a body and extra headers (e.g. a NOTIFY's sipfrag and `Event`).
+pub(crate) fn send_in_dialog_with(
+    sw: &Switch,
+    d: &mut DialogState,
+    method: Method,
+    body: Option<(&str, Vec<u8>)>,
+    headers: Vec<Header>,
+) {
     let Some(endpoint) = sw.endpoint() else {
         return;
     };
-    let req = match dialog::make_request(d, method, None) {
-        Ok(r) => r,
+    let req = match dialog::make_request(d, method, body) {
+        Ok(mut r) => {
+            r.headers.extend(headers);
+            r
+        }
         Err(e) => {
             tracing::warn!(call_id = %d.call_id, error = %e, "in-dialog request not built");
             return;
@@ -1374,7 +1388,8 @@ async fn resume(
         resumed: true,
         transfers: rec.transfers.len() as u32,
     };
-    if talking && let Some(path) = start_recording(&st, Some(&format!("failover{}", rec.failovers))) {
+    if talking && let Some(path) = start_recording(&st, Some(&format!("failover{}", rec.failovers)))
+    {
         let cmd = Command::RecordingAdded {
             call_id: st.call_id.clone(),
             path,

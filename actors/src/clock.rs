@@ -31,7 +31,10 @@ fn system_ms() -> u64 {
 fn step(last: u64, elapsed_ms: u64, system: u64) -> u64 {
     let steady = last.saturating_add(elapsed_ms);
     let max_adjust = elapsed_ms / 100;
-    let target = system.clamp(steady.saturating_sub(max_adjust), steady.saturating_add(max_adjust));
+    let target = system.clamp(
+        steady.saturating_sub(max_adjust),
+        steady.saturating_add(max_adjust),
+    );
     target.max(last)
 }
 
@@ -46,7 +49,8 @@ pub fn now_ms() -> u64 {
     });
     let now = Instant::now();
     let mut a = anchor.lock();
-    let elapsed = u64::try_from(now.saturating_duration_since(a.at).as_millis()).unwrap_or(u64::MAX);
+    let elapsed =
+        u64::try_from(now.saturating_duration_since(a.at).as_millis()).unwrap_or(u64::MAX);
     if elapsed == 0 {
         return a.ms;
     }

@@ -147,7 +147,8 @@ impl Switch {
         &self,
         cmd: Command,
     ) -> Result<Vec<Event>, lingxi_cluster::ClusterError> {
-        self.propose_within(cmd, Duration::from_secs(30), true).await
+        self.propose_within(cmd, Duration::from_secs(30), true)
+            .await
     }
 
     /// Proposes `cmd`, retrying with backoff while the error is retryable (no leader, no
@@ -190,7 +191,8 @@ impl Switch {
     /// Proposes a start-up command, retrying for up to a minute, so a node does not die
     /// because an election was under way.
     async fn propose_at_start(&self, cmd: Command) -> Result<(), ActorError> {
-        self.propose_within(cmd, Duration::from_secs(60), false).await?;
+        self.propose_within(cmd, Duration::from_secs(60), false)
+            .await?;
         Ok(())
     }
 
@@ -556,7 +558,8 @@ impl TransactionUser for Dispatcher {
 }
 
 /// Methods this switch understands, for Allow headers and 405 answers.
-pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY";
 
 impl Switch {
     fn on_request(

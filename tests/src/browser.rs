@@ -62,7 +62,11 @@ fn binary(name: &str, candidates: &[&str]) -> anyhow::Result<PathBuf> {
 
 /// Whether Chromium and chromedriver are installed, for tests that want to say why they skip.
 pub fn available() -> bool {
-    binary("chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]).is_ok()
+    binary(
+        "chromium",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+    )
+    .is_ok()
         && binary("chromedriver", &["/usr/bin/chromedriver"]).is_ok()
 }
 
@@ -108,7 +112,10 @@ impl Browser {
 
     /// [`Browser::start`] with extra Chromium flags (e.g. `--lang=zh-CN`).
     pub async fn start_with_args(extra: &[&str]) -> anyhow::Result<Browser> {
-        let chromium = binary("chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"])?;
+        let chromium = binary(
+            "chromium",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        )?;
         let chromedriver = binary("chromedriver", &["/usr/bin/chromedriver"])?;
         let port = {
             let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -182,7 +189,9 @@ impl Browser {
             .find(Locator::Css(css))
             .await
             .with_context(|| format!("no element matches {css:?}"))?;
-        el.click().await.with_context(|| format!("clicking {css:?}"))
+        el.click()
+            .await
+            .with_context(|| format!("clicking {css:?}"))
     }
 
     /// Types `text` into the first element matching `css` (after clearing it).
@@ -241,7 +250,12 @@ impl Browser {
 
     /// Polls the JS expression `expr` every 200 ms until it is truthy, returning its value;
     /// errors with `what` and the last value after `timeout`.
-    pub async fn wait_js(&self, what: &str, expr: &str, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_js(
+        &self,
+        what: &str,
+        expr: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         let script = format!("return ({expr});");
         loop {
@@ -265,10 +279,13 @@ impl Browser {
 
     /// Saves a PNG screenshot of the page to `path` (parent directories are created).
     pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
     }

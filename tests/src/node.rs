@@ -330,9 +330,15 @@ pub async fn http_request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> anyhow::Result<(u16, String)> {
-    http_request_as(addr, method, path, body, &[("Authorization", &format!("Bearer {TEST_API_KEY}"))])
-        .await
-        .map(|(status, _, body)| (status, body))
+    http_request_as(
+        addr,
+        method,
+        path,
+        body,
+        &[("Authorization", &format!("Bearer {TEST_API_KEY}"))],
+    )
+    .await
+    .map(|(status, _, body)| (status, body))
 }
 
 /// [`http_request`] with exactly the extra `headers` given (none: an anonymous request);

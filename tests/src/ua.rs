@@ -645,6 +645,16 @@ impl TestUa {
 
     /// Sends an in-dialog request and returns its final response.
     pub async fn in_dialog(&mut self, d: &mut Dialog, method: &str) -> anyhow::Result<SipMsg> {
+        self.in_dialog_with(d, method, &[]).await
+    }
+
+    /// [`TestUa::in_dialog`] with `extra` header lines.
+    pub async fn in_dialog_with(
+        &mut self,
+        d: &mut Dialog,
+        method: &str,
+        extra: &[String],
+    ) -> anyhow::Result<SipMsg> {
         d.local_cseq += 1;
         let branch = new_branch();
         let bytes = self.format_request(
@@ -655,7 +665,7 @@ impl TestUa {
             &format!("<{}>;tag={}", d.remote_uri, d.remote_tag),
             &d.call_id,
             d.local_cseq,
-            &[],
+            extra,
             None,
         );
         let what = format!("{method} in dialog {}", d.call_id);
@@ -668,28 +678,11 @@ impl TestUa {
     /// Blind transfer: REFER in dialog `d` with `Refer-To: <target>`; returns the final
     /// response (202 when the switch accepted it).
     pub async fn refer(&mut self, d: &mut Dialog, target: &str) -> anyhow::Result<SipMsg> {
-        d.local_cseq += 1;
-        let branch = new_branch();
-        let extra = vec![
+        let extra = [
             format!("Contact: {}", self.contact()),
             format!("Refer-To: <{target}>"),
         ];
-        let bytes = self.format_request(
-            "REFER",
-            &d.remote_target,
-            &branch,
-            &format!("<{}>;tag={}", d.local_uri, d.local_tag),
-            &format!("<{}>;tag={}", d.remote_uri, d.remote_tag),
-            &d.call_id,
-            d.local_cseq,
-            &extra,
-            None,
-        );
-        let what = format!("REFER in dialog {}", d.call_id);
-        Ok(self
-            .transact(&what, bytes, d.target_addr, &branch, "REFER")
-            .await?
-            .1)
+        self.in_dialog_with(d, "REFER", &extra).await
     }
 
     /// Sends a re-INVITE in dialog `d` with `sdp` (hold, unhold, new media address), ACKs a

@@ -38,7 +38,11 @@ async fn talks(leg_a: &Dialog, rtp_a: &Rtp, leg_b: &Dialog, rtp_b: &Rtp) -> anyh
 }
 
 /// The transferring agent's phone: 202 to its REFER, then NOTIFY (sipfrag 200) and BYE.
-async fn transferred_away(agent: &mut TestUa, leg: &mut Dialog, target: &str) -> anyhow::Result<()> {
+async fn transferred_away(
+    agent: &mut TestUa,
+    leg: &mut Dialog,
+    target: &str,
+) -> anyhow::Result<()> {
     let r = agent.refer(leg, target).await?;
     assert_eq!(r.status, Some(202), "REFER to {target}: {}", r.raw);
     let notify = agent.wait_request("NOTIFY", WAIT).await?;

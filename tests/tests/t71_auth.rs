@@ -78,7 +78,13 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 async fn login_me_logout_and_wrong_password() -> anyhow::Result<()> {
     let node = TestNode::standard().await?;
     // No token: 401 everywhere under /api/v1; /healthz stays open.
-    for path in ["/api/v1/agents", "/api/v1/calls", "/api/v1/cdrs", "/metrics", "/api/v1/auth/me"] {
+    for path in [
+        "/api/v1/agents",
+        "/api/v1/calls",
+        "/api/v1/cdrs",
+        "/metrics",
+        "/api/v1/auth/me",
+    ] {
         let (s, v, _) = req(&node, "GET", path, None, None).await?;
         assert_eq!(s, 401, "{path}: {v}");
         assert!(v["error"].is_string(), "{path}: {v}");
@@ -246,7 +252,11 @@ where
     let mut ua = TestUa::new(caller, "", node.sip).await?;
     let (rtp_caller, rtp_agent) = (Rtp::bind().await?, Rtp::bind().await?);
     let out = ua.invite("support", &rtp_caller).await?;
-    anyhow::ensure!(out.response.status == Some(200), "INVITE: {}", out.response.raw);
+    anyhow::ensure!(
+        out.response.status == Some(200),
+        "INVITE: {}",
+        out.response.raw
+    );
     let mut leg_a = out.dialog.expect("2xx makes a dialog");
     let invite = agent.wait_invite(WAIT).await?;
     agent.ring(&invite).await?;
@@ -336,7 +346,9 @@ async fn agents_see_only_their_own_calls_and_supervisors_see_all() -> anyhow::Re
         assert_eq!(s, 200, "{v}");
         let calls = v["calls"].as_array().cloned().unwrap_or_default();
         assert!(
-            calls.iter().any(|c| c["call_id"] == call_id.as_str() && c["agent"] == "1001"),
+            calls
+                .iter()
+                .any(|c| c["call_id"] == call_id.as_str() && c["agent"] == "1001"),
             "overview calls: {v}"
         );
         let a1001 = v["agents"]
@@ -346,7 +358,10 @@ async fn agents_see_only_their_own_calls_and_supervisors_see_all() -> anyhow::Re
         assert_eq!(a1001["state"], "busy", "{v}");
         assert_eq!(a1001["call_id"], call_id.as_str(), "{v}");
         assert_eq!(a1001["web"], false, "{v}");
-        let q = v["queues"].as_array().and_then(|q| q.first().cloned()).unwrap_or_default();
+        let q = v["queues"]
+            .as_array()
+            .and_then(|q| q.first().cloned())
+            .unwrap_or_default();
         assert_eq!(q["id"], "support", "{v}");
         assert!(q["waiting"].is_u64() && q["agents_ready"].is_u64(), "{v}");
         Ok(())
@@ -355,7 +370,8 @@ async fn agents_see_only_their_own_calls_and_supervisors_see_all() -> anyhow::Re
 
     // After the call: the disposition by its agent lands on the CDR; wang may not set one.
     let path = format!("/api/v1/calls/{call_id}/disposition");
-    let body = json!({"disposition": "card_lost", "note": "客户挂失信用卡 card blocked", "ready": true});
+    let body =
+        json!({"disposition": "card_lost", "note": "客户挂失信用卡 card blocked", "ready": true});
     let (s, _, _) = req(&node, "POST", &path, Some(&wang), Some(&body)).await?;
     assert_eq!(s, 403);
     let (s, v, _) = req(
@@ -372,7 +388,9 @@ async fn agents_see_only_their_own_calls_and_supervisors_see_all() -> anyhow::Re
     let cdr = wait_for("the disposition on the CDR", WAIT, || {
         let (node, call_id, li) = (&node, call_id.clone(), li.clone());
         async move {
-            let (_, v, _) = req(node, "GET", "/api/v1/cdrs", Some(&li), None).await.ok()?;
+            let (_, v, _) = req(node, "GET", "/api/v1/cdrs", Some(&li), None)
+                .await
+                .ok()?;
             v.as_array()?
                 .iter()
                 .find(|c| c["call_id"] == call_id.as_str() && c["disposition"] == "card_lost")
@@ -400,7 +418,14 @@ async fn agents_see_only_their_own_calls_and_supervisors_see_all() -> anyhow::Re
     node.wait_agent_state("1001", "ready", WAIT).await?;
     let (n, li2, first) = (&node, li.clone(), call_id.clone());
     call_1001(&node, "alice", |second| async move {
-        let (s, v, _) = req(n, "GET", &format!("/api/v1/calls/{second}/context"), Some(&li2), None).await?;
+        let (s, v, _) = req(
+            n,
+            "GET",
+            &format!("/api/v1/calls/{second}/context"),
+            Some(&li2),
+            None,
+        )
+        .await?;
         assert_eq!(s, 200, "{v}");
         let history = v["history"].as_array().cloned().unwrap_or_default();
         assert_eq!(history.len(), 1, "{v}");
@@ -423,10 +448,17 @@ async fn knowledge_base_crud_and_search_in_chinese_and_english() -> anyhow::Resu
     let (s, v, _) = req(&node, "GET", "/api/v1/console/config", Some(&li), None).await?;
     assert_eq!(s, 200);
     assert!(
-        v["dispositions"].as_array().is_some_and(|d| d.iter().any(|c| c["code"] == "resolved" && c["label_zh"] == "已解决")),
+        v["dispositions"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|c| c["code"] == "resolved" && c["label_zh"] == "已解决")),
         "{v}"
     );
-    assert!(v["not_ready_reasons"].as_array().is_some_and(|d| d.iter().any(|c| c["code"] == "lunch")), "{v}");
+    assert!(
+        v["not_ready_reasons"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|c| c["code"] == "lunch")),
+        "{v}"
+    );
 
     let zh = json!({"title": "信用卡挂失流程", "body": "客户遗失信用卡时，先核实身份，然后立即冻结卡片并补发新卡。", "tags": ["挂失", "信用卡"]});
     let en = json!({"kind": "quick_reply", "title": "Lost card", "body": "I have blocked your card; a replacement card arrives within five working days.", "tags": ["cards"]});
@@ -447,7 +479,10 @@ async fn knowledge_base_crud_and_search_in_chinese_and_english() -> anyhow::Resu
     let (s, v, _) = req(&node, "GET", &search("挂失"), Some(&li), None).await?;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v[0]["id"], zh_id.as_str(), "挂失: {v}");
-    assert!(v[0]["snippet"].is_string() && v[0]["score"].is_number(), "{v}");
+    assert!(
+        v[0]["snippet"].is_string() && v[0]["score"].is_number(),
+        "{v}"
+    );
     let (_, v, _) = req(&node, "GET", &search("blocking my cards"), Some(&li), None).await?;
     assert_eq!(v[0]["id"], en_id.as_str(), "stemmed English: {v}");
     assert_eq!(v[0]["kind"], "quick_reply", "{v}");
@@ -459,7 +494,11 @@ async fn knowledge_base_crud_and_search_in_chinese_and_english() -> anyhow::Resu
         None,
     )
     .await?;
-    assert!(v.as_array().is_some_and(|a| a.iter().all(|h| h["kind"] == "article")), "{v}");
+    assert!(
+        v.as_array()
+            .is_some_and(|a| a.iter().all(|h| h["kind"] == "article")),
+        "{v}"
+    );
 
     // Update, then delete: the index follows.
     let (s, v, _) = req(
@@ -473,11 +512,25 @@ async fn knowledge_base_crud_and_search_in_chinese_and_english() -> anyhow::Resu
     assert_eq!(s, 200, "{v}");
     let (_, v, _) = req(&node, "GET", &search("wallet"), Some(&li), None).await?;
     assert_eq!(v[0]["id"], en_id.as_str(), "{v}");
-    let (s, _, _) = req(&node, "DELETE", &format!("/api/v1/kb/articles/{zh_id}"), Some(&sup), None).await?;
+    let (s, _, _) = req(
+        &node,
+        "DELETE",
+        &format!("/api/v1/kb/articles/{zh_id}"),
+        Some(&sup),
+        None,
+    )
+    .await?;
     assert_eq!(s, 204);
     let (_, v, _) = req(&node, "GET", &search("挂失"), Some(&li), None).await?;
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
-    let (s, _, _) = req(&node, "GET", &format!("/api/v1/kb/articles/{zh_id}"), Some(&li), None).await?;
+    let (s, _, _) = req(
+        &node,
+        "GET",
+        &format!("/api/v1/kb/articles/{zh_id}"),
+        Some(&li),
+        None,
+    )
+    .await?;
     assert_eq!(s, 404);
     node.shutdown().await;
     Ok(())

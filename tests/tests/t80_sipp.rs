@@ -18,7 +18,12 @@ use tokio::process::{Child, Command};
 
 /// The scenarios the tests use, copied next to the `pcap` link so sipp finds the audio
 /// where it looks first.
-const SCENARIOS: [&str; 4] = ["agent_register.xml", "agent_register_403.xml", "agent_uas.xml", "caller_pcap.xml"];
+const SCENARIOS: [&str; 4] = [
+    "agent_register.xml",
+    "agent_register_403.xml",
+    "agent_uas.xml",
+    "caller_pcap.xml",
+];
 
 /// Where sipp keeps its audio files (`g711a.pcap`, DTMF).
 const SIPP_PCAP_DIR: &str = "/usr/share/sip-tester";
@@ -34,7 +39,10 @@ const SIPP_DEADLINE: Duration = Duration::from_secs(60);
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The sipp binary, or a failure telling how to install it.
@@ -57,7 +65,11 @@ fn sipp_bin() -> PathBuf {
 /// either transport on it). Never 5060.
 fn free_port() -> u16 {
     for _ in 0..200 {
-        let port = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
         if port != 5060 && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -73,7 +85,9 @@ fn free_media_port() -> u16 {
         if port % 2 != 0 || port > 65_000 || port == 6000 {
             continue;
         }
-        let held: Vec<_> = (port..=port + 3).map(|p| UdpSocket::bind(("127.0.0.1", p))).collect();
+        let held: Vec<_> = (port..=port + 3)
+            .map(|p| UdpSocket::bind(("127.0.0.1", p)))
+            .collect();
         if held.iter().all(Result::is_ok) {
             return port;
         }
@@ -94,7 +108,10 @@ impl TestNode {
     /// (`pass1001`…), no wrap-up so agents are ready again at once.
     async fn start() -> TestNode {
         init_logging();
-        let data = tempfile::Builder::new().prefix("t80-node-").tempdir().expect("temp dir");
+        let data = tempfile::Builder::new()
+            .prefix("t80-node-")
+            .tempdir()
+            .expect("temp dir");
         // A private RTP window below the ephemeral range, where sipp's ports come from.
         let rtp_min = 21_000 + 200 * (rand::random::<u16>() % 55);
         let toml = format!(
@@ -162,7 +179,10 @@ skills = {{ support = 5 }}
         let config = Config::from_toml_str(&toml, "t80_sipp", None).expect("test config parses");
         config.validate().expect("test config is valid");
         let node = Node::start(config).await.expect("node starts");
-        TestNode { node: Some(node), data }
+        TestNode {
+            node: Some(node),
+            data,
+        }
     }
 
     fn node(&self) -> &Node {
@@ -209,7 +229,10 @@ skills = {{ support = 5 }}
     async fn cdr(&self, call_id: &str) -> Value {
         for _ in 0..100 {
             let cdrs = self.get_json("/api/v1/cdrs").await;
-            let found = cdrs.as_array().and_then(|a| a.iter().find(|c| c["call_id"] == call_id)).cloned();
+            let found = cdrs
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["call_id"] == call_id))
+                .cloned();
             if let Some(cdr) = found {
                 return cdr;
             }
@@ -242,7 +265,10 @@ struct SippDir {
 
 impl SippDir {
     fn new() -> SippDir {
-        let dir = tempfile::Builder::new().prefix("t80-sipp-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("t80-sipp-")
+            .tempdir()
+            .expect("temp dir");
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp");
         for name in SCENARIOS {
             std::fs::copy(source.join(name), dir.path().join(name))
@@ -258,14 +284,29 @@ impl SippDir {
         let mut cmd = Command::new(sipp_bin());
         cmd.current_dir(self.dir.path())
             .args(args)
-            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err"])
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-nostdin",
+                "-trace_err",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start sipp {args:?}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sipp {args:?}: {e}"));
         let pid = child.id().expect("sipp pid");
-        Sipp { child, pid, args: args.iter().map(|s| s.to_string()).collect(), dir: self.dir.path().to_path_buf() }
+        Sipp {
+            child,
+            pid,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            dir: self.dir.path().to_path_buf(),
+        }
     }
 
     /// Runs sipp to the end and requires exit status 0.
@@ -293,7 +334,12 @@ impl Sipp {
 
     /// Waits for sipp to exit (killing it after [`SIPP_DEADLINE`]).
     async fn finish(self) -> SippOutcome {
-        let Sipp { child, pid, args, dir } = self;
+        let Sipp {
+            child,
+            pid,
+            args,
+            dir,
+        } = self;
         let output = tokio::time::timeout(SIPP_DEADLINE, child.wait_with_output()).await;
         let (code, stdout, stderr) = match output {
             Ok(Ok(out)) => (
@@ -302,7 +348,11 @@ impl Sipp {
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             ),
             Ok(Err(e)) => panic!("waiting for sipp {args:?}: {e}"),
-            Err(_) => (None, String::new(), format!("killed after {SIPP_DEADLINE:?}")),
+            Err(_) => (
+                None,
+                String::new(),
+                format!("killed after {SIPP_DEADLINE:?}"),
+            ),
         };
         // -trace_err writes <scenario>_<pid>_errors.log.
         let errors = std::fs::read_dir(&dir)
@@ -310,11 +360,21 @@ impl Sipp {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&format!("_{pid}_errors.log"))))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(&format!("_{pid}_errors.log")))
+            })
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect::<Vec<_>>()
             .join("\n");
-        SippOutcome { code, args, stdout, stderr, errors }
+        SippOutcome {
+            code,
+            args,
+            stdout,
+            stderr,
+            errors,
+        }
     }
 }
 
@@ -331,7 +391,15 @@ struct SippOutcome {
 
 impl SippOutcome {
     fn describe(&self) -> String {
-        let tail = |s: &str| s.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect::<String>();
+        let tail = |s: &str| {
+            s.chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        };
         format!(
             "sipp {:?} exited with {:?}\n--- errors log ---\n{}\n--- stderr ---\n{}\n--- stdout (tail) ---\n{}",
             self.args,
@@ -364,10 +432,15 @@ fn read_stereo_wav(bytes: &[u8]) -> Result<StereoWav, String> {
         return Err(format!("not a RIFF/WAVE file ({} bytes)", bytes.len()));
     }
     let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let riff_len = u32_at(4) as usize;
     if riff_len + 8 != bytes.len() {
-        return Err(format!("RIFF size {} + 8 but the file has {} bytes", riff_len, bytes.len()));
+        return Err(format!(
+            "RIFF size {} + 8 but the file has {} bytes",
+            riff_len,
+            bytes.len()
+        ));
     }
     let mut at = 12;
     let mut format = None;
@@ -376,19 +449,31 @@ fn read_stereo_wav(bytes: &[u8]) -> Result<StereoWav, String> {
         let len = u32_at(at + 4) as usize;
         let body = at + 8;
         if body + len > bytes.len() {
-            return Err(format!("chunk {:?} runs past the end", String::from_utf8_lossy(id)));
+            return Err(format!(
+                "chunk {:?} runs past the end",
+                String::from_utf8_lossy(id)
+            ));
         }
         match id {
             b"fmt " => {
                 if len < 16 {
                     return Err("fmt chunk too short".into());
                 }
-                format = Some((u16_at(body), u16_at(body + 2), u32_at(body + 4), u16_at(body + 14)));
+                format = Some((
+                    u16_at(body),
+                    u16_at(body + 2),
+                    u32_at(body + 4),
+                    u16_at(body + 14),
+                ));
             }
             b"data" => {
-                let Some(fmt) = format else { return Err("data before fmt".into()) };
+                let Some(fmt) = format else {
+                    return Err("data before fmt".into());
+                };
                 if fmt != (1, 2, 8000, 16) {
-                    return Err(format!("format (tag, channels, rate, bits) = {fmt:?}, want (1, 2, 8000, 16)"));
+                    return Err(format!(
+                        "format (tag, channels, rate, bits) = {fmt:?}, want (1, 2, 8000, 16)"
+                    ));
                 }
                 let data = &bytes[body..body + len];
                 let mut loud = [0usize; 2];
@@ -400,7 +485,10 @@ fn read_stereo_wav(bytes: &[u8]) -> Result<StereoWav, String> {
                         }
                     }
                 }
-                return Ok(StereoWav { frames: len / 4, loud });
+                return Ok(StereoWav {
+                    frames: len / 4,
+                    loud,
+                });
             }
             _ => {}
         }
@@ -428,8 +516,20 @@ async fn recording(path: &Path) -> StereoWav {
 /// Registers `agent` with sipp from `port` (digest, exits 0 on the 200).
 async fn register(dir: &SippDir, node: &TestNode, agent: &str, password: &str, port: u16) {
     let port = port.to_string();
-    dir.run_ok(&[&node.sip_udp(), "-sf", "agent_register.xml", "-s", agent, "-au", agent, "-ap", password, "-p", &port])
-        .await;
+    dir.run_ok(&[
+        &node.sip_udp(),
+        "-sf",
+        "agent_register.xml",
+        "-s",
+        agent,
+        "-au",
+        agent,
+        "-ap",
+        password,
+        "-p",
+        &port,
+    ])
+    .await;
 }
 
 /// One queue call through sipp: agent 1001 registers from a sipp on UDP, answers with
@@ -441,11 +541,23 @@ async fn bridged_call(caller_transport: &str) {
     let dir = SippDir::new();
     let agent_port = free_port();
     register(&dir, &node, "1001", "pass1001", agent_port).await;
-    assert_eq!(node.agent_state("1001").await, "ready", "agent 1001 after REGISTER");
+    assert_eq!(
+        node.agent_state("1001").await,
+        "ready",
+        "agent 1001 after REGISTER"
+    );
 
     let agent_port = agent_port.to_string();
     let agent_media = free_media_port().to_string();
-    let agent = dir.spawn(&["-sf", "agent_uas.xml", "-p", &agent_port, "-mp", &agent_media, "-rtp_echo"]);
+    let agent = dir.spawn(&[
+        "-sf",
+        "agent_uas.xml",
+        "-p",
+        &agent_port,
+        "-mp",
+        &agent_media,
+        "-rtp_echo",
+    ]);
     // Let the agent's sipp bind its port before the switch INVITEs it.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -457,8 +569,17 @@ async fn bridged_call(caller_transport: &str) {
     };
     let caller_port = free_port().to_string();
     let caller_media = free_media_port().to_string();
-    let mut caller_args =
-        vec![target.as_str(), "-sf", "caller_pcap.xml", "-s", "support", "-p", &caller_port, "-mp", &caller_media];
+    let mut caller_args = vec![
+        target.as_str(),
+        "-sf",
+        "caller_pcap.xml",
+        "-s",
+        "support",
+        "-p",
+        &caller_port,
+        "-mp",
+        &caller_media,
+    ];
     if via_tcp {
         caller_args.extend(["-t", "t1"]);
     }
@@ -477,15 +598,33 @@ async fn bridged_call(caller_transport: &str) {
 
     let rtp_in = node.counter("lingxi_rtp_packets_in_total").await - rtp_in_before;
     let rtp_out = node.counter("lingxi_rtp_packets_out_total").await - rtp_out_before;
-    assert!(rtp_in >= 200.0, "RTP packets in during the call: {rtp_in} (want ≥ 200)");
-    assert!(rtp_out >= 200.0, "RTP packets out during the call: {rtp_out} (want ≥ 200)");
+    assert!(
+        rtp_in >= 200.0,
+        "RTP packets in during the call: {rtp_in} (want ≥ 200)"
+    );
+    assert!(
+        rtp_out >= 200.0,
+        "RTP packets out during the call: {rtp_out} (want ≥ 200)"
+    );
 
-    let path = cdr["recording"].as_str().unwrap_or_else(|| panic!("CDR without a recording: {cdr}"));
+    let path = cdr["recording"]
+        .as_str()
+        .unwrap_or_else(|| panic!("CDR without a recording: {cdr}"));
     let wav = recording(Path::new(path)).await;
     // The caller plays ~5 s of speech and the agent echoes it: at least 1 s of sound each way.
-    assert!(wav.frames >= 8000 * 3, "recording {path} holds {} frames, want ≥ 3 s", wav.frames);
-    assert!(wav.loud[0] >= 8000, "caller channel (left) nearly silent: {wav:?} in {path}");
-    assert!(wav.loud[1] >= 8000, "agent channel (right) nearly silent: {wav:?} in {path}");
+    assert!(
+        wav.frames >= 8000 * 3,
+        "recording {path} holds {} frames, want ≥ 3 s",
+        wav.frames
+    );
+    assert!(
+        wav.loud[0] >= 8000,
+        "caller channel (left) nearly silent: {wav:?} in {path}"
+    );
+    assert!(
+        wav.loud[1] >= 8000,
+        "agent channel (right) nearly silent: {wav:?} in {path}"
+    );
     node.stop().await;
 }
 
@@ -506,23 +645,65 @@ async fn sipp_registers_agent_with_digest() {
     register(&dir, &node, "1001", "pass1001", free_port()).await;
     let agent = node.get_json("/api/v1/agents/1001").await;
     assert_eq!(agent["state"], "ready", "agent 1001: {agent}");
-    assert_eq!(agent["registered"]["transport"], "UDP", "agent 1001: {agent}");
+    assert_eq!(
+        agent["registered"]["transport"], "UDP",
+        "agent 1001: {agent}"
+    );
 
     let port = free_port().to_string();
     let target = node.sip_udp();
     let refused = dir
-        .spawn(&[&target, "-sf", "agent_register.xml", "-s", "1002", "-au", "1002", "-ap", "wrong", "-p", &port])
+        .spawn(&[
+            &target,
+            "-sf",
+            "agent_register.xml",
+            "-s",
+            "1002",
+            "-au",
+            "1002",
+            "-ap",
+            "wrong",
+            "-p",
+            &port,
+        ])
         .finish()
         .await;
-    assert_eq!(refused.code, Some(1), "a wrong password must fail the REGISTER: {}", refused.describe());
-    assert!(refused.errors.contains("403"), "expected a 403 in sipp's errors: {}", refused.describe());
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "a wrong password must fail the REGISTER: {}",
+        refused.describe()
+    );
+    assert!(
+        refused.errors.contains("403"),
+        "expected a 403 in sipp's errors: {}",
+        refused.describe()
+    );
 
     let port = free_port().to_string();
-    dir.run_ok(&[&target, "-sf", "agent_register_403.xml", "-s", "1002", "-au", "1002", "-ap", "wrong", "-p", &port])
-        .await;
+    dir.run_ok(&[
+        &target,
+        "-sf",
+        "agent_register_403.xml",
+        "-s",
+        "1002",
+        "-au",
+        "1002",
+        "-ap",
+        "wrong",
+        "-p",
+        &port,
+    ])
+    .await;
     let agent = node.get_json("/api/v1/agents/1002").await;
-    assert_eq!(agent["state"], "logged_out", "agent 1002 after a wrong password: {agent}");
-    assert!(agent["registered"].is_null(), "agent 1002 after a wrong password: {agent}");
+    assert_eq!(
+        agent["state"], "logged_out",
+        "agent 1002 after a wrong password: {agent}"
+    );
+    assert!(
+        agent["registered"].is_null(),
+        "agent 1002 after a wrong password: {agent}"
+    );
     node.stop().await;
 }
 

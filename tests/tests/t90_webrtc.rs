@@ -21,8 +21,6 @@ use serde_json::{Value, json};
 /// Browsers and WebRTC on a loaded two-core machine: generous.
 const SLOW: Duration = Duration::from_secs(30);
 
-
-
 /// The tests of this file run one browser at a time (two-core machines).
 fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -98,7 +96,9 @@ async fn wait_inbound_above(
             return Ok(n);
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("the browser's inbound-rtp packetsReceived stayed at {n} (wanted > {above})");
+            anyhow::bail!(
+                "the browser's inbound-rtp packetsReceived stayed at {n} (wanted > {above})"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -114,7 +114,8 @@ async fn web_agent_talking(
     let token = web_agent_token(node, "webagent1001", "1001").await?;
     let base = format!("http://{}", node.http);
     // Any page of the node's origin will do to run the module.
-    b.goto(&format!("{base}/console/call-us.html?lang=en")).await?;
+    b.goto(&format!("{base}/console/call-us.html?lang=en"))
+        .await?;
     b.eval_async(
         "const { Softphone } = await import('/console/softphone.js');\n\
          window.__events = [];\n\
@@ -127,8 +128,12 @@ async fn web_agent_talking(
         vec![Value::String(token)],
     )
     .await?;
-    b.wait_js("registered", &format!("{}.length > 0", events("registered")), SLOW)
-        .await?;
+    b.wait_js(
+        "registered",
+        &format!("{}.length > 0", events("registered")),
+        SLOW,
+    )
+    .await?;
     // Registered from the browser: the agent is ready (as with a desk phone).
     let agent = node.wait_agent_state("1001", "ready", SLOW).await?;
     assert!(
@@ -204,7 +209,8 @@ async fn sip_caller_reaches_web_agent() -> anyhow::Result<()> {
     let second = wait_inbound_above(&b, "window.__phone", first, SLOW).await?;
     assert!(second > first, "inbound-rtp grew {first} → {second}");
 
-    b.screenshot(&screenshot_path("t90-web-agent-talking.png")).await?;
+    b.screenshot(&screenshot_path("t90-web-agent-talking.png"))
+        .await?;
 
     // The caller hangs up: the page hears "ended".
     let r = caller.bye(&mut leg_a).await?;
@@ -247,8 +253,10 @@ async fn web_caller_reaches_sip_agent() -> anyhow::Result<()> {
     let b = Browser::start().await?;
     let base = format!("http://{}", node.http);
 
-    b.goto(&format!("{base}/console/call-us.html?lang=zh-CN&queue=support"))
-        .await?;
+    b.goto(&format!(
+        "{base}/console/call-us.html?lang=zh-CN&queue=support"
+    ))
+    .await?;
     b.screenshot(&screenshot_path("t90-call-us-zh.png")).await?;
     b.click("#lang").await?;
     b.screenshot(&screenshot_path("t90-call-us-en.png")).await?;
@@ -268,9 +276,17 @@ async fn web_caller_reaches_sip_agent() -> anyhow::Result<()> {
     )
     .await?;
     // The language was switched to English before calling.
-    assert_eq!(b.text("#status").await?, "In call", "status in the chosen language");
+    assert_eq!(
+        b.text("#status").await?,
+        "In call",
+        "status in the chosen language"
+    );
     b.click("#lang").await?;
-    assert_eq!(b.text("#status").await?, "通话中", "status after switching to Chinese");
+    assert_eq!(
+        b.text("#status").await?,
+        "通话中",
+        "status after switching to Chinese"
+    );
 
     // Browser → agent and agent → browser.
     rtp_agent.reset();
@@ -282,18 +298,15 @@ async fn web_caller_reaches_sip_agent() -> anyhow::Result<()> {
     rtp_agent.send_pcmu(to_switch, 25).await?;
     let second = wait_inbound_above(&b, "window.__caller", first, SLOW).await?;
     assert!(second > first, "inbound-rtp grew {first} → {second}");
-    b.screenshot(&screenshot_path("t90-call-us-talking.png")).await?;
+    b.screenshot(&screenshot_path("t90-call-us-talking.png"))
+        .await?;
 
     // The agent hangs up; the page shows the call ended.
     let mut leg_b = leg_b;
     let r = agent.bye(&mut leg_b).await?;
     assert_eq!(r.status, Some(200), "BYE: {}", r.raw);
-    b.wait_js(
-        "idle",
-        "window.__caller.state === 'idle'",
-        SLOW,
-    )
-    .await?;
+    b.wait_js("idle", "window.__caller.state === 'idle'", SLOW)
+        .await?;
     let calls = node.calls().await?;
     assert!(calls.is_empty(), "calls left: {calls:?}");
     let cdrs = node.cdrs().await?;
@@ -341,8 +354,11 @@ async fn web_agent_holds_sends_keys_and_transfers() -> anyhow::Result<()> {
     assert_ne!(phase(calls.clone()), "held", "{calls:?}");
 
     // A key press is sent without complaint; a bad key is refused with a message.
-    b.eval("window.__phone.dtmf('5'); window.__phone.dtmf('x'); return true;", vec![])
-        .await?;
+    b.eval(
+        "window.__phone.dtmf('5'); window.__phone.dtmf('x'); return true;",
+        vec![],
+    )
+    .await?;
     let err = b
         .wait_js("DTMF error", &format!("{}[0]", events("error")), SLOW)
         .await?;
@@ -350,12 +366,18 @@ async fn web_agent_holds_sends_keys_and_transfers() -> anyhow::Result<()> {
         err["message"].as_str().is_some_and(|m| m.contains("'x'")),
         "only the bad key is refused: {err}"
     );
-    assert!(err["message_zh"].as_str().is_some_and(|m| !m.is_empty()), "{err}");
+    assert!(
+        err["message_zh"].as_str().is_some_and(|m| !m.is_empty()),
+        "{err}"
+    );
 
     // Blind transfer: a REFER in the dialog. The switch either accepts it ("transferred",
     // then the call leaves this agent) or refuses it (an "error" naming the status).
-    b.eval("window.__events = []; window.__phone.transfer({ queue: 'support' }); return true;", vec![])
-        .await?;
+    b.eval(
+        "window.__events = []; window.__phone.transfer({ queue: 'support' }); return true;",
+        vec![],
+    )
+    .await?;
     let outcome = b
         .wait_js(
             "transfer outcome",

@@ -32,10 +32,8 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-
 /// The browser tests of this file take turns (two-core machines: one test's browsers at a time).
 static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 
 /// One browser on the console of one node.
 struct Console {

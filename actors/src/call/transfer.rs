@@ -6,10 +6,9 @@
 //! rings the target agent. A transfer the state refuses (target agent not ready, unknown
 //! queue) is answered with an error and the call carries on with the agent.
 
-use super::{CallMsg, CallState, Phase, offer, queue_music, send_in_dialog};
-use crate::sip::dialog;
+use super::{CallMsg, CallState, Phase, offer, queue_music, send_in_dialog, send_in_dialog_with};
 use crate::sip::message::response_for;
-use crate::sip::transaction::{Peer, ServerTransaction};
+use crate::sip::transaction::ServerTransaction;
 use crate::switch::now_ms;
 use lingxi_cluster::model::TransferTarget;
 use lingxi_cluster::{ClusterError, Command};
@@ -57,12 +56,17 @@ pub(super) async fn refer(
         return;
     };
     let Some(user) = refer_to_user(&request) else {
-        refuse(400, "Refer-To is missing or not a sip: URI with a user part");
+        refuse(
+            400,
+            "Refer-To is missing or not a sip: URI with a user part",
+        );
         return;
     };
     let target = st.sw.log.read(|sm| {
         if let Some(q) = sm.queue_for_user(&user) {
-            Some(TransferTarget::Queue { queue: q.id.clone() })
+            Some(TransferTarget::Queue {
+                queue: q.id.clone(),
+            })
         } else {
             sm.agent_by_id(&user).map(|a| TransferTarget::Agent {
                 agent: a.id.clone(),
@@ -156,34 +160,21 @@ pub(super) async fn refer(
 /// NOTIFY (RFC 3515 §2.4.5) on the transferor's leg: the transfer succeeded and the implicit
 /// subscription is over.
 fn notify_done(st: &CallState, b: &mut lingxi_cluster::DialogState) {
-    let Some(endpoint) = st.sw.endpoint() else {
-        return;
-    };
     let body = b"SIP/2.0 200 OK\r\n".to_vec();
-    let mut req = match dialog::make_request(b, Method::Notify, Some(("message/sipfrag;version=2.0", body))) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(call_id = %b.call_id, error = %e, "NOTIFY not built");
-            return;
-        }
-    };
-    req.headers.push(Header::Other("Event".into(), "refer".into()));
-    req.headers.push(Header::Other(
-        "Subscription-State".into(),
-        "terminated;reason=noresource".into(),
-    ));
-    match endpoint.send_request(
-        req,
-        Peer {
-            transport: b.transport,
-            addr: b.peer,
-        },
-    ) {
-        Ok(mut t) => {
-            tokio::spawn(async move { while t.next().await.is_some() {} });
-        }
-        Err(e) => tracing::warn!(call_id = %b.call_id, error = %e, "NOTIFY not sent"),
-    }
+    let headers = vec![
+        Header::Other("Event".into(), "refer".into()),
+        Header::Other(
+            "Subscription-State".into(),
+            "terminated;reason=noresource".into(),
+        ),
+    ];
+    send_in_dialog_with(
+        &st.sw,
+        b,
+        Method::Notify,
+        Some(("message/sipfrag;version=2.0", body)),
+        headers,
+    );
 }
 
 #[cfg(test)]
@@ -202,12 +193,18 @@ mod tests {
 
     #[test]
     fn refer_to_forms() {
-        assert_eq!(refer_to_user(&refer("<sip:8001@lingxi.local>")).as_deref(), Some("8001"));
+        assert_eq!(
+            refer_to_user(&refer("<sip:8001@lingxi.local>")).as_deref(),
+            Some("8001")
+        );
         assert_eq!(
             refer_to_user(&refer("\"Cards\" <sip:cards@lingxi.local;transport=udp>")).as_deref(),
             Some("cards")
         );
-        assert_eq!(refer_to_user(&refer("sip:1002@10.0.0.1")).as_deref(), Some("1002"));
+        assert_eq!(
+            refer_to_user(&refer("sip:1002@10.0.0.1")).as_deref(),
+            Some("1002")
+        );
         assert_eq!(refer_to_user(&refer("<tel:+8610123>")), None);
         assert_eq!(refer_to_user(&refer("<sip:lingxi.local>")), None);
     }

@@ -74,7 +74,10 @@ fn uas_dialog_from_a_record_routed_invite() {
         ]
     );
     assert_eq!(d.local_contact, "sip:support@10.0.0.50:5060");
-    assert_eq!(d.peer, "10.0.0.2:5060".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        d.peer,
+        "10.0.0.2:5060".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(d.remote_sdp.as_deref(), Some(SDP));
     assert_eq!(d.local_sdp, None);
 }
@@ -359,7 +362,10 @@ fn uac_invite_and_dialog_from_a_record_routed_200() {
         d.route_set,
         vec!["sip:10.0.0.7;lr", "sip:p1.example.com;lr"]
     );
-    assert_eq!(d.peer, "10.0.0.7:5060".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        d.peer,
+        "10.0.0.7:5060".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(d.local_contact, "sip:support@10.0.0.50:5060;transport=tcp");
     assert_eq!(d.local_sdp.as_deref(), Some(SDP));
     assert_eq!(d.sdp_version, 2890844526);

@@ -18,7 +18,10 @@ a=sendrecv\r\n";
 #[test]
 fn parses_a_phone_offer() {
     let offer = parse_audio(PHONE_OFFER, "c1").expect("offer parses");
-    assert_eq!(offer.addr, "192.0.2.10:49170".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        offer.addr,
+        "192.0.2.10:49170".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(
         offer.codecs,
         vec![
@@ -39,7 +42,10 @@ fn static_payload_types_need_no_rtpmap_and_session_c_applies() {
     let sdp = "v=0\no=user1 53655765 2353687637 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\n\
                t=0 0\nm=audio 6000 RTP/AVP 0 8 96\na=rtpmap:96 opus/48000/2\n";
     let offer = parse_audio(sdp, "c2").expect("offer parses");
-    assert_eq!(offer.addr, "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        offer.addr,
+        "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(
         offer.codecs,
         vec![
@@ -153,7 +159,10 @@ fn build_prints_the_expected_lines_and_parses_back() {
          a=sendrecv\r\n"
     );
     let back = parse_audio(&sdp, "c7").unwrap();
-    assert_eq!(back.addr, "10.1.2.3:30000".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        back.addr,
+        "10.1.2.3:30000".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(
         back.codecs,
         vec![(0, "PCMU".to_owned()), (8, "PCMA".to_owned())]
