@@ -51,6 +51,20 @@ pub enum ClusterError {
         #[source]
         source: sled::Error,
     },
+    /// The filesystem holding the node's storage is nearly full: writing stops before it
+    /// fills (sled cannot be trusted to survive `ENOSPC` mid-write).
+    #[error(
+        "disk nearly full: {dir} has {free_mb} MiB free, below the reserve of {reserve_mb} MiB \
+         (node.min_free_disk_mb); storage stops writing before the disk fills / 磁盘将满，停止写入"
+    )]
+    DiskLow {
+        /// The storage directory.
+        dir: std::path::PathBuf,
+        /// Free space available to the node, MiB.
+        free_mb: u64,
+        /// The configured reserve, MiB.
+        reserve_mb: u64,
+    },
     /// A stored entry could not be decoded (or a command encoded).
     #[error("log entry {index}: {source}")]
     Codec {
@@ -79,7 +93,10 @@ impl ClusterError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ClusterError::Storage { .. } | ClusterError::Stopped | ClusterError::Unavailable { .. }
+            ClusterError::Storage { .. }
+                | ClusterError::DiskLow { .. }
+                | ClusterError::Stopped
+                | ClusterError::Unavailable { .. }
         )
     }
 }

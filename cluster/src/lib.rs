@@ -7,6 +7,7 @@
 //! - `command`: the [`Command`]s of the log.
 //! - `state`: the pure state machine, `apply(index, command) -> events`.
 //! - `store`: the [`LogStore`] trait; sled in production, memory in tests.
+//! - `space`: [`SpaceGuard`], which stops storage writing before its disk fills.
 //! - `log`: [`ReplicatedLog`], where commands are proposed and applied state is read.
 //!   On one node it commits by writing to storage.
 //! - `handle`: [`Log`], one handle over both.
@@ -21,6 +22,7 @@ mod handle;
 mod log;
 pub mod model;
 pub mod raft;
+mod space;
 mod state;
 mod store;
 
@@ -29,5 +31,6 @@ pub use dialog::{DialogRole, DialogState, SipTransport};
 pub use error::ClusterError;
 pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};
+pub use space::SpaceGuard;
 pub use state::{Event, StateMachine};
 pub use store::{LogStore, MemStore, SledStore, persist_events};

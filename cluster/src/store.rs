@@ -3,6 +3,7 @@
 use crate::command::Command;
 use crate::error::ClusterError;
 use crate::model::{Cdr, Disposition};
+use crate::space::SpaceGuard;
 use crate::state::Event;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -77,6 +78,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// CDRs keyed by big-endian log index.
     cdrs: sled::Tree,
+    /// Checked before every write: sled must never meet a full disk.
+    guard: Option<SpaceGuard>,
 }
 
 fn storage(what: &str) -> impl FnOnce(sled::Error) -> ClusterError + '_ {
@@ -107,12 +110,25 @@ impl SledStore {
             log,
             meta,
             cdrs,
+            guard: None,
         })
+    }
+
+    /// Every write first checks `guard` and fails with [`ClusterError::DiskLow`] instead of
+    /// writing to a nearly full disk.
+    pub fn with_guard(mut self, guard: SpaceGuard) -> SledStore {
+        self.guard = Some(guard);
+        self
+    }
+
+    fn writable(&self) -> Result<(), ClusterError> {
+        self.guard.as_ref().map_or(Ok(()), SpaceGuard::check)
     }
 }
 
 impl LogStore for SledStore {
     fn append_batch(&self, entries: &[(u64, Command)]) -> Result<(), ClusterError> {
+        self.writable()?;
         let mut batch = sled::Batch::default();
         for (index, cmd) in entries {
             let bytes = serde_json::to_vec(cmd).map_err(|source| ClusterError::Codec {
@@ -142,6 +158,7 @@ impl LogStore for SledStore {
     }
 
     fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
+        self.writable()?;
         self.meta
             .insert("snapshot_index", &index.to_be_bytes())
             .map_err(storage("saving the snapshot"))?;
@@ -185,6 +202,7 @@ impl LogStore for SledStore {
             index: cdr.index,
             source,
         })?;
+        self.writable()?;
         self.cdrs
             .insert(cdr.index.to_be_bytes(), bytes)
             .map_err(storage("writing a CDR"))?;
@@ -215,6 +233,7 @@ impl LogStore for SledStore {
     }
 
     fn flush(&self) -> Result<(), ClusterError> {
+        self.writable()?;
         self.db.flush().map(|_| ()).map_err(storage("flushing"))
     }
 

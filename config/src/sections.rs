@@ -17,6 +17,11 @@ pub struct NodeSection {
     /// Directory for raft storage, recordings and other state, so a restarted node
     /// finds what it left behind.
     pub data_dir: PathBuf,
+    /// Free space (MiB) the node keeps on `data_dir`'s filesystem: below it, the replicated
+    /// log and CDR store stop writing (a cluster node fails stop and its calls move to the
+    /// others; it refuses to start until space is freed), because the storage engine cannot
+    /// be trusted with a disk that fills mid-write. 0 turns the guard off.
+    pub min_free_disk_mb: u64,
 }
 
 impl Default for NodeSection {
@@ -24,6 +29,7 @@ impl Default for NodeSection {
         NodeSection {
             id: "node1".into(),
             data_dir: PathBuf::from("./data"),
+            min_free_disk_mb: 64,
         }
     }
 }

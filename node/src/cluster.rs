@@ -14,7 +14,7 @@ pub mod client;
 use anyhow::Context as _;
 use lingxi_actors::Switch;
 use lingxi_cluster::raft::{RaftConfig, RaftLog, RaftStorage, TcpConfig, TcpTransport};
-use lingxi_cluster::{Log, SledStore};
+use lingxi_cluster::{Log, SledStore, SpaceGuard};
 use lingxi_config::Config;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,10 +78,15 @@ pub(crate) async fn open_raft(config: &Config) -> anyhow::Result<(Log, RaftParts
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     }
+    // Below the reserve the node would only fail stop again at its first write.
+    let guard = SpaceGuard::new(&config.node.data_dir, config.node.min_free_disk_mb);
+    guard.check().context("not starting")?;
     let storage = RaftStorage::open(&raft_dir)
         .with_context(|| format!("cannot open Raft storage in {}", raft_dir.display()))?;
+    storage.set_guard(guard.clone());
     let cdrs = SledStore::open(&state_dir)
-        .with_context(|| format!("cannot open CDR storage in {}", state_dir.display()))?;
+        .with_context(|| format!("cannot open CDR storage in {}", state_dir.display()))?
+        .with_guard(guard);
     let (inbox_tx, inbox) = mpsc::channel(INBOX);
     let transport_stop = CancellationToken::new();
     let transport = TcpTransport::bind(

@@ -27,7 +27,7 @@ pub mod web;
 use anyhow::Context as _;
 use lingxi_actors::Switch;
 use lingxi_actors::sip::transaction::{Endpoint, EndpointConfig};
-use lingxi_cluster::{Log, ReplicatedLog, SledStore};
+use lingxi_cluster::{Log, ReplicatedLog, SledStore, SpaceGuard};
 use lingxi_config::Config;
 use lingxi_media::MediaEngine;
 use std::net::SocketAddr;
@@ -77,8 +77,11 @@ impl Node {
             std::fs::create_dir_all(&state_dir).with_context(|| {
                 format!("cannot create the data directory {}", state_dir.display())
             })?;
+            let guard = SpaceGuard::new(&config.node.data_dir, config.node.min_free_disk_mb);
+            guard.check().context("not starting")?;
             let store = SledStore::open(&state_dir)
-                .with_context(|| format!("cannot open storage in {}", state_dir.display()))?;
+                .with_context(|| format!("cannot open storage in {}", state_dir.display()))?
+                .with_guard(guard);
             let log = Log::Local(
                 ReplicatedLog::open(Arc::new(store), SNAPSHOT_EVERY)
                     .context("cannot restore state")?,

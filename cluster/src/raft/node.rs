@@ -637,6 +637,7 @@ impl Driver {
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft ready loop failed; node stops");
                 *self.shared.failure.lock() = Some(e.to_string());
+                *self.shared.lease_until.lock() = None;
                 self.shared.failed.cancel();
                 break;
             }
@@ -992,7 +993,7 @@ impl Driver {
             self.applied = e.index;
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {} // a new leader's empty entry
-                EntryType::EntryNormal => self.apply_commands(&e),
+                EntryType::EntryNormal => self.apply_commands(&e)?,
                 EntryType::EntryConfChange => {
                     let cc: ConfChange =
                         protobuf::Message::parse_from_bytes(&e.data).map_err(|source| {
@@ -1029,7 +1030,7 @@ impl Driver {
         self.pending.remove(&tag).map(|p| p.waiters)
     }
 
-    fn apply_commands(&mut self, e: &Entry) {
+    fn apply_commands(&mut self, e: &Entry) -> Result<(), RaftError> {
         let waiters = self.take_pending(e);
         let cmds: Vec<Command> = match serde_json::from_slice(&e.data) {
             Ok(c) => c,
@@ -1043,12 +1044,12 @@ impl Driver {
                         detail: msg.clone(),
                     });
                 }
-                return;
+                return Ok(());
             }
         };
         if cmds.len() as u64 > SUB_INDEX {
             tracing::error!(index = e.index, n = cmds.len(), "oversized entry skipped");
-            return;
+            return Ok(());
         }
         let base = e.index * SUB_INDEX;
         let results: Vec<_> = {
@@ -1058,11 +1059,18 @@ impl Driver {
                 .map(|(i, c)| sm.apply(base + i as u64, c))
                 .collect()
         };
+        // A store that cannot write (disk low, I/O) fails the node like its Raft storage
+        // would: the CDRs are rewritten when the restarted node replays the log.
+        let mut store_failed = None;
         for (i, r) in results.iter().enumerate() {
             let Ok(events) = r else { continue };
             // New CDRs, and dispositions on CDRs already stored.
-            if let Err(err) = crate::store::persist_events(&*self.shared.store, events) {
-                tracing::error!(error = %err, "cannot store CDR");
+            match crate::store::persist_events(&*self.shared.store, events) {
+                Err(err @ (ClusterError::DiskLow { .. } | ClusterError::Storage { .. })) => {
+                    store_failed.get_or_insert(err);
+                }
+                Err(err) => tracing::error!(error = %err, "cannot store CDR"),
+                Ok(()) => {}
             }
             if self.shared.applied.receiver_count() > 0 {
                 let _ = self.shared.applied.send(Arc::new(Applied {
@@ -1079,6 +1087,10 @@ impl Driver {
             }
             Some(other) => other.fail(|| ClusterError::Stopped),
             None => {}
+        }
+        match store_failed {
+            Some(err) => Err(err.into()),
+            None => Ok(()),
         }
     }
 

@@ -12,6 +12,7 @@
 
 use super::RaftError;
 use crate::error::ClusterError;
+use crate::space::SpaceGuard;
 use ::raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use ::raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use parking_lot::RwLock;
@@ -54,6 +55,18 @@ struct Disk {
     entries: sled::Tree,
     /// Hard state, conf state and snapshot.
     state: sled::Tree,
+    /// Checked before every write: sled must never meet a full disk.
+    guard: Option<SpaceGuard>,
+}
+
+impl Disk {
+    /// The disk, once the free-space guard lets it be written.
+    fn writable(&self) -> Result<&Disk, RaftError> {
+        if let Some(g) = &self.guard {
+            g.check()?;
+        }
+        Ok(self)
+    }
 }
 
 fn storage_err(what: &'static str) -> impl FnOnce(sled::Error) -> ClusterError {
@@ -154,8 +167,21 @@ impl RaftStorage {
             conf_state,
             snapshot,
             entries: log,
-            disk: Some(Disk { db, entries, state }),
+            disk: Some(Disk {
+                db,
+                entries,
+                state,
+                guard: None,
+            }),
         }))
+    }
+
+    /// From now on every write first checks `guard` and fails with
+    /// [`ClusterError::DiskLow`] instead of writing to a nearly full disk. No-op in memory.
+    pub fn set_guard(&self, guard: SpaceGuard) {
+        if let Some(disk) = &mut self.core.write().disk {
+            disk.guard = Some(guard);
+        }
     }
 
     fn from_core(core: Core) -> RaftStorage {
@@ -191,6 +217,7 @@ impl RaftStorage {
             });
         }
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             let mut batch = sled::Batch::default();
             let new_last = ents[ents.len() - 1].index;
             for i in (new_last + 1)..=last {
@@ -213,6 +240,7 @@ impl RaftStorage {
     pub fn set_hardstate(&self, hs: HardState) -> Result<(), RaftError> {
         let mut c = self.core.write();
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             disk.state
                 .insert(HARD_STATE, encode("hard state", &hs)?)
                 .map_err(storage_err("saving the hard state"))?;
@@ -232,6 +260,7 @@ impl RaftStorage {
     pub fn set_conf_state(&self, cs: ConfState) -> Result<(), RaftError> {
         let mut c = self.core.write();
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             disk.state
                 .insert(CONF_STATE, encode("conf state", &cs)?)
                 .map_err(storage_err("saving the conf state"))?;
@@ -253,6 +282,7 @@ impl RaftStorage {
         hs.commit = index;
         let cs = meta.get_conf_state().clone();
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             disk.entries
                 .clear()
                 .map_err(storage_err("clearing the raft log"))?;
@@ -292,6 +322,7 @@ impl RaftStorage {
         meta.term = term;
         meta.set_conf_state(c.conf_state.clone());
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             let mut batch = sled::Batch::default();
             batch.insert(
                 SNAPSHOT_META,
@@ -315,6 +346,7 @@ impl RaftStorage {
             return Ok(());
         }
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             let mut batch = sled::Batch::default();
             for i in first..upto {
                 batch.remove(&i.to_be_bytes());
@@ -332,6 +364,7 @@ impl RaftStorage {
     pub fn sync(&self) -> Result<(), RaftError> {
         let c = self.core.read();
         if let Some(disk) = &c.disk {
+            let disk = disk.writable()?;
             disk.db
                 .flush()
                 .map_err(storage_err("flushing the raft storage"))?;

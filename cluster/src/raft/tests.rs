@@ -300,6 +300,55 @@ async fn node_restarted_from_its_sled_dir_catches_up() {
 }
 
 #[tokio::test]
+async fn node_whose_disk_runs_low_fails_stop_and_comes_back_intact() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let net = MemNetwork::new();
+    let storages: Vec<RaftStorage> = dirs
+        .iter()
+        .map(|d| RaftStorage::open(d.path()).unwrap())
+        .collect();
+    let mut nodes: Vec<RaftLog> = (1..=3)
+        .map(|id| start(&net, config(id, &[1, 2, 3]), storages[id as usize - 1].clone()))
+        .collect();
+    let l = leader(&nodes.iter().collect::<Vec<_>>()).await;
+    for i in 0..5 {
+        propose_ok(&nodes[(i % 3) as usize], agent(i)).await;
+    }
+    converge(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // A follower's disk "fills": a reserve beyond what is free makes its next write refuse.
+    let f = nodes.iter().position(|n| n.id() != l).unwrap();
+    let fid = nodes[f].id();
+    let dir = dirs[fid as usize - 1].path();
+    let free_mb = crate::SpaceGuard::new(dir, 1).free().unwrap() / (1024 * 1024);
+    storages[fid as usize - 1].set_guard(crate::SpaceGuard::new(dir, free_mb + 1024));
+    drop(storages); // the nodes hold their own handles; sled unlocks when the last goes
+    let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
+    for i in 5..10 {
+        propose_ok(&nodes[others[(i % 2) as usize]], agent(i)).await;
+    }
+    let why = tokio::time::timeout(Duration::from_secs(10), nodes[f].failed())
+        .await
+        .expect("the node with a low disk fails stop");
+    assert!(why.contains("disk nearly full"), "{why}");
+    assert!(why.contains(&dir.display().to_string()), "{why}");
+    assert!(!nodes[f].holds_lease(), "a failed node holds no lease");
+
+    // Space is back: restarted from the same directory, it opens cleanly and catches up.
+    let stopped = nodes.remove(f);
+    stopped.shutdown().await;
+    drop(stopped);
+    let storage = RaftStorage::open(dir).expect("the replica is readable after the refusal");
+    nodes.push(start(&net, config(fid, &[1, 2, 3]), storage));
+    propose_ok(&nodes[0], agent(10)).await;
+    converge(&nodes.iter().collect::<Vec<_>>()).await;
+    assert_eq!(agents(&nodes[2]), 11);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn node_added_later_catches_up_from_a_snapshot() {
     let net = MemNetwork::new();
     let cfg = |id, voters: &[u64]| RaftConfig {
