@@ -27,6 +27,8 @@ fi
 
 # The browser tests must not skip here: Chromium was just installed.
 export LINGXI_REQUIRE_BROWSER=1
+# Clock, disk-full and slow-fsync chaos faults need root, libfaketime and gcc (installed above).
+export LINGXI_REQUIRE_HOST_FAULTS=1
 
 # The cluster tests run real `lingxi` processes: build the binary first.
 cargo build --locked -p lingxi-node

@@ -296,6 +296,36 @@ fn forget(st: &CallState) {
     }
 }
 
+/// A `CallArrived` whose wait ran out (no leader, no quorum) may still commit later, after the
+/// caller was refused with 503: a call no actor serves would then sit in the state. Looks for
+/// it a few times over the next ~40 s and ends it on the record (outcome `switch.refused`,
+/// so its CDR says what the caller got). If the arrival never commits there is nothing to end.
+async fn end_if_stored_late(sw: Arc<Switch>, call_id: String) {
+    for wait_s in [1, 4, 10, 25] {
+        tokio::time::sleep(Duration::from_secs(wait_s)).await;
+        // Only this node's: a call another node took over is that node's to serve or end.
+        let stored = sw.log.read(|sm| {
+            sm.call(&call_id)
+                .is_some_and(|c| c.owner == sw.node_id)
+        });
+        if !stored || sw.calls.contains_key(&call_id) {
+            continue;
+        }
+        let ended = Command::CallEnded {
+            call_id: call_id.clone(),
+            outcome: "switch.refused".into(),
+            ended_by: "switch".into(),
+            wrapup_secs: 0,
+            at_ms: now_ms(),
+        };
+        match sw.propose_firmly(ended).await {
+            Ok(_) => tracing::info!(call_id = %call_id, "a refused call's arrival committed late; ended it"),
+            Err(e) => tracing::warn!(call_id = %call_id, error = %e, "cannot end a refused call stored late"),
+        }
+        return;
+    }
+}
+
 /// Answers the caller: negotiates SDP, allocates media, commits `CallArrived`, sends 200 OK.
 async fn setup(
     myself: &ActorRef<CallMsg>,
@@ -433,6 +463,7 @@ async fn setup(
     if let Err(e) = arrived {
         sw.calls.remove(&call_id);
         refuse(503, "Call could not be stored");
+        tokio::spawn(end_if_stored_late(sw.clone(), call_id.clone()));
         return Err(e.into());
     }
     let mut ok = response_for(&invite, 200, None, Some(&a.local_tag));

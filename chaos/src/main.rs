@@ -59,10 +59,9 @@ struct RunArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// Fault kinds, comma-separated: kill, freeze, partition, netem, clock, disk_full,
-    /// slow_fsync; or `all`, or `none`. Kinds this host cannot inject (no libfaketime, not
-    /// root, no C compiler) are skipped and named in the report. The default leaves out
-    /// clock, disk_full and slow_fsync until the switch survives them (chaos/README.md).
-    #[arg(long, default_value = "kill,freeze,partition,netem")]
+    /// slow_fsync; or `all` (the default), or `none`. Kinds this host cannot inject (no
+    /// libfaketime, not root, no C compiler) are skipped and named in the report.
+    #[arg(long, default_value = "all")]
     faults: String,
     /// Callers' talk time range once an agent answers, e.g. `2s..8s`.
     #[arg(long)]

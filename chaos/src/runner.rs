@@ -756,7 +756,7 @@ async fn inject(
             FaultKind::DiskFull => {
                 let h = host.expect("host_for gave one");
                 let data = cl.nodes[i].data_dir.clone();
-                match h.fill(&data) {
+                match h.fill(&data).await {
                     Ok(taken) => {
                         detail = format!(
                             "ballast {} MiB, {} KiB left ({})",

@@ -108,7 +108,13 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
         }
         if r.status == Some(503) {
             if let Some(cid) = &r.call_id {
-                hist.refused.insert(cid.clone());
+                // An arrival that committed after its wait ran out: the switch ends it on the
+                // record (`switch.refused`, checked below), so then it must have its one CDR.
+                if all.contains_key(cid) {
+                    hist.arrived.insert(cid.clone());
+                } else {
+                    hist.refused.insert(cid.clone());
+                }
             }
         } else if !answered {
             // No 2xx (no response at all, or 480 after the arrival committed): a CDR may
@@ -207,7 +213,18 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
                     ));
                 }
             }
-            bad.extend(cdr_times(c, r));
+            if r.status == Some(503) {
+                // The caller was refused: the record must say so, not that it was served.
+                if c.outcome != "switch.refused" || c.answered_ms.is_some() {
+                    bad.push(format!(
+                        "the caller got 503, the CDR says {} (answered: {})",
+                        c.outcome,
+                        c.answered_ms.is_some()
+                    ));
+                }
+            } else {
+                bad.extend(cdr_times(c, r));
+            }
             if !bad.is_empty() {
                 out.push(Violation::new(
                     "cdr_once",
@@ -550,9 +567,40 @@ mod tests {
                 .any(|v| v.invariant == "cdr_once" && v.detail.contains(s))
         };
         assert!(has("no CDR on n2"), "{v:#?}");
-        assert!(has("never arrived"), "{v:#?}");
+        assert!(
+            has("the caller got 503, the CDR says call.completed"),
+            "{v:#?}"
+        );
         assert!(has("1001 answered it"), "{v:#?}");
         assert!(has("0 failovers"), "{v:#?}");
+    }
+
+    #[test]
+    fn a_refused_call_stored_late_needs_its_refusal_on_record_everywhere() {
+        // b got 503 but its arrival committed later: the switch ended it `switch.refused`.
+        let mut refused = call(2, "b");
+        refused.status = Some(503);
+        refused.answered_ms = None;
+        refused.agent = None;
+        let mut rec = cdr(2, "b", 11);
+        rec.answered_ms = None;
+        rec.agent = None;
+        rec.outcome = "switch.refused".into();
+        rec.ended_by = "switch".into();
+        rec.ended_ms = 40_000; // ended on the record well after the caller was refused
+        let both = fin(&[
+            ("n1", vec![cdr(1, "a", 10), rec.clone()]),
+            ("n2", vec![cdr(1, "a", 10), rec.clone()]),
+        ]);
+        let (v, _) = check(&[call(1, "a"), refused.clone()], &[leg("a")], &both);
+        assert!(v.is_empty(), "{v:#?}");
+        // The same record on one node only: a CDR is missing.
+        let one = fin(&[
+            ("n1", vec![cdr(1, "a", 10), rec]),
+            ("n2", vec![cdr(1, "a", 10)]),
+        ]);
+        let (v, c) = check(&[call(1, "a"), refused], &[leg("a")], &one);
+        assert_eq!(c.cdrs_missing, 1, "{v:#?}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   (`+0`, `+7200`, `-90`): rewriting it steps the node's `SystemTime::now()` at once while
 //!   `Instant` (tokio's timers) runs on, as an NTP step or a resumed VM does.
 //! - **Disk full** — each node's data directory is its own small ext4 filesystem on a loop
-//!   device (real `ENOSPC`, real fsync); the fault fills it with a ballast file, the heal
+//!   device (real `ENOSPC`, real fsync); the fault fills it with a ballast file growing at
+//!   40 MiB/s (see [`FILL_STEP`]) until no block is free, the heal
 //!   deletes it. Needs root (mount); without it the fault is skipped and the report says so.
 //! - **Slow fsync** — the kernel here has no device-mapper (no `dm-delay`), so a tiny
 //!   interposer, compiled with `cc` and preloaded into every node, makes each `fsync`,
@@ -28,8 +29,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// Size of each node's data filesystem (sparse image; a run's data stays well below).
-const DISK_MIB: u64 = 128;
+/// Size of each node's data filesystem (sparse image; a run's data stays well below, and the
+/// node keeps its default `node.min_free_disk_mb` of 64 MiB free).
+const DISK_MIB: u64 = 256;
+
+/// How fast the ballast grows: 2 MiB every 50 ms, 40 MiB/s. A disk fills over time (recordings,
+/// logs); 40 MiB/s is a burst thousands of recordings could not write. The node's free-space
+/// guard catches any rate below its reserve per sled flush interval (64 MiB / 200 ms); filling
+/// in one syscall would instead test a race no disk shows.
+const FILL_STEP: u64 = 2 << 20;
+const FILL_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The fsync interposer (see the module docs). Raw syscalls for its own I/O and sleep, so
 /// nothing it calls is interposed again (libfaketime wraps `nanosleep`).
@@ -258,9 +267,9 @@ impl Host {
             .with_context(|| format!("restarting {} on its own filesystem", cl.name(i)))
     }
 
-    /// Fills node `data`'s filesystem: a ballast file takes every free block. Returns the
-    /// bytes taken.
-    pub fn fill(&self, data: &Path) -> anyhow::Result<u64> {
+    /// Fills node `data`'s filesystem: a ballast file grows at [`FILL_STEP`] per
+    /// [`FILL_PAUSE`] until it takes every free block. Returns the bytes taken.
+    pub async fn fill(&self, data: &Path) -> anyhow::Result<u64> {
         if let Some(why) = self.unavailable(FaultKind::DiskFull) {
             bail!("{why}");
         }
@@ -268,26 +277,21 @@ impl Host {
             bail!("{} is not on a filesystem of the runner's", data.display());
         }
         let ballast = data.join("chaos-ballast");
-        let free = free_bytes(data)?;
-        let mut taken = 0;
-        // Leave no block free: fallocate all but a little (metadata needs some), then write
-        // zeros into the rest until ENOSPC (bounded: at most a few MiB remain).
-        let mut want = free.saturating_sub(256 << 10) & !4095;
-        for _ in 0..16 {
-            if want == 0 {
-                break;
-            }
+        let mut taken = 0u64;
+        // Bounded: the filesystem has DISK_MIB, so at most that many steps succeed.
+        for _ in 0..(DISK_MIB << 20) / FILL_STEP + 4 {
             let st = Command::new("fallocate")
-                .args(["-l", &want.to_string()])
+                .args(["-o", &taken.to_string(), "-l", &FILL_STEP.to_string()])
                 .arg(&ballast)
                 .stderr(std::process::Stdio::null())
                 .status()?;
-            if st.success() {
-                taken = want;
+            if !st.success() {
                 break;
             }
-            want = want.saturating_sub(1 << 20);
+            taken += FILL_STEP;
+            tokio::time::sleep(FILL_PAUSE).await;
         }
+        // The last blocks: zeros until ENOSPC (bounded: less than a step remains).
         let _ = Command::new("dd")
             .args(["if=/dev/zero", "bs=4096", "count=65536", "status=none"])
             .arg(format!("of={}", data.join("chaos-ballast-tail").display()))
