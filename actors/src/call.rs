@@ -304,10 +304,9 @@ async fn end_if_stored_late(sw: Arc<Switch>, call_id: String) {
     for wait_s in [1, 4, 10, 25] {
         tokio::time::sleep(Duration::from_secs(wait_s)).await;
         // Only this node's: a call another node took over is that node's to serve or end.
-        let stored = sw.log.read(|sm| {
-            sm.call(&call_id)
-                .is_some_and(|c| c.owner == sw.node_id)
-        });
+        let stored = sw
+            .log
+            .read(|sm| sm.call(&call_id).is_some_and(|c| c.owner == sw.node_id));
         if !stored || sw.calls.contains_key(&call_id) {
             continue;
         }
@@ -319,8 +318,12 @@ async fn end_if_stored_late(sw: Arc<Switch>, call_id: String) {
             at_ms: now_ms(),
         };
         match sw.propose_firmly(ended).await {
-            Ok(_) => tracing::info!(call_id = %call_id, "a refused call's arrival committed late; ended it"),
-            Err(e) => tracing::warn!(call_id = %call_id, error = %e, "cannot end a refused call stored late"),
+            Ok(_) => {
+                tracing::info!(call_id = %call_id, "a refused call's arrival committed late; ended it")
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %call_id, error = %e, "cannot end a refused call stored late")
+            }
         }
         return;
     }

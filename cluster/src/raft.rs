@@ -74,6 +74,32 @@ pub enum RaftError {
     },
 }
 
+impl RaftError {
+    /// Whether stored data is unreadable: sled found corruption, a stored protobuf does not
+    /// decode, or the stored log contradicts itself. At start-up this means the node cannot be
+    /// started from its storage and restarting will not help: it must be rebuilt from its
+    /// peers. (`Decode` also covers frames received from peers; only start-up asks.)
+    pub fn is_damage(&self) -> bool {
+        match self {
+            RaftError::Corrupt { .. } | RaftError::Decode { .. } => true,
+            RaftError::Cluster(e) => is_corruption(e),
+            RaftError::Raft(_) | RaftError::Frame { .. } | RaftError::Io { .. } => false,
+        }
+    }
+}
+
+/// Whether `e` is sled reporting corrupted data (a checksum that does not match), as opposed
+/// to a failure a retry or a restart may cure (I/O, a full disk).
+pub fn is_corruption(e: &ClusterError) -> bool {
+    matches!(
+        e,
+        ClusterError::Storage {
+            source: sled::Error::Corruption { .. },
+            ..
+        }
+    )
+}
+
 /// A slog logger for raft-rs whose records become `tracing` events (target `raft`), with
 /// the node id and raft's key-values in a `kv` field.
 pub fn logger(node: u64) -> slog::Logger {

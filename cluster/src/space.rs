@@ -74,7 +74,9 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
         assert!(text.contains("min_free_disk_mb"), "{text}");
-        SpaceGuard::new(dir.path(), 0).check().expect("0 turns it off");
+        SpaceGuard::new(dir.path(), 0)
+            .check()
+            .expect("0 turns it off");
     }
 
     #[test]

@@ -589,7 +589,8 @@ impl StateMachine {
                 call.phase = CallPhase::Talking;
                 // After a transfer the call was answered before: wait time counts to the first.
                 // Clocks of different nodes disagree a little: never before the arrival.
-                call.answered_ms.get_or_insert((*at_ms).max(call.arrived_ms));
+                call.answered_ms
+                    .get_or_insert((*at_ms).max(call.arrived_ms));
                 call.b_leg = Some(b_leg.clone());
                 match (&call.recording, recording) {
                     (None, r) => call.recording = r.clone(),
@@ -779,7 +780,10 @@ impl StateMachine {
                         }) {
                             return Err(ClusterError::Conflict {
                                 what: what(),
-                                detail: format!("agent {a} already belongs to user {}", other.username),
+                                detail: format!(
+                                    "agent {a} already belongs to user {}",
+                                    other.username
+                                ),
                             });
                         }
                     }
@@ -935,7 +939,10 @@ impl StateMachine {
     }
 
     fn admin_count(&self) -> usize {
-        self.users.values().filter(|u| u.role == Role::Admin).count()
+        self.users
+            .values()
+            .filter(|u| u.role == Role::Admin)
+            .count()
     }
 
     /// Console users by username.

@@ -43,9 +43,9 @@ pub use agent::AgentConfig;
 pub use error::{ConfigError, Problem};
 pub use queue::{OverflowAction, OverflowConfig, QueueConfig};
 pub use sections::{
-    AcdSection, ApiKeyConfig, AuthSection, ClusterSection, CodecName, ConsoleSection,
-    DebugSection, HttpSection, LabelledCode, MediaSection, NodeSection, PeerConfig,
-    RecordingSection, SipSection, WebSection,
+    AcdSection, ApiKeyConfig, AuthSection, ClusterSection, CodecName, ConsoleSection, DebugSection,
+    HttpSection, LabelledCode, MediaSection, NodeSection, PeerConfig, RecordingSection, SipSection,
+    WebSection,
 };
 
 /// A node's whole configuration, one field per TOML section.
@@ -169,10 +169,10 @@ impl Config {
             self.media.hold_music.as_mut(),
             self.auth.admin_password_file.as_mut(),
         ]
-            .into_iter()
-            .chain(optional)
-            .flatten()
-            .for_each(join);
+        .into_iter()
+        .chain(optional)
+        .flatten()
+        .for_each(join);
     }
 }
 

@@ -170,7 +170,10 @@ impl Config {
         }
         for (i, q) in w.allowed_queues.iter().enumerate() {
             if q.is_empty() || q.contains(|c: char| c.is_whitespace() || c == '@') {
-                p.add(format!("web.allowed_queues[{i}]"), format!("{q:?} is not a queue id"));
+                p.add(
+                    format!("web.allowed_queues[{i}]"),
+                    format!("{q:?} is not a queue id"),
+                );
             }
         }
     }

@@ -43,14 +43,14 @@ mod codec;
 pub mod dtmf;
 mod engine;
 mod error;
-mod gate;
 pub mod g711;
+mod gate;
 mod prompt;
 mod recorder;
 pub mod rtp;
-pub mod webrtc;
 #[cfg(test)]
 mod test_metrics;
+pub mod webrtc;
 
 pub use call::{CallMedia, LegStats, MediaEvent, MediaStats};
 pub use codec::{Codec, Leg};

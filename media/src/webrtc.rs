@@ -132,7 +132,12 @@ impl BrowserOffer {
         if !seen_audio {
             return Err(err("the offer has no m=audio section"));
         }
-        let name_of = |pt: u8| names.iter().find(|(p, _)| *p == pt).map(|(_, n)| n.as_str());
+        let name_of = |pt: u8| {
+            names
+                .iter()
+                .find(|(p, _)| *p == pt)
+                .map(|(_, n)| n.as_str())
+        };
         let mut codecs = Vec::new();
         let mut telephone_event_pt = None;
         for &pt in &formats {
@@ -398,7 +403,9 @@ impl Relay {
                 e = track.poll() => e,
             };
             match event {
-                Some(TrackRemoteEvent::OnRtpPacket(pkt)) => self.forward_to_sip(&pkt, &mut buf).await,
+                Some(TrackRemoteEvent::OnRtpPacket(pkt)) => {
+                    self.forward_to_sip(&pkt, &mut buf).await
+                }
                 Some(TrackRemoteEvent::OnEnded) | None => return,
                 Some(_) => {}
             }
@@ -598,7 +605,12 @@ impl WebRtcBridge {
 
         let sock = std::net::UdpSocket::bind(SocketAddr::new(settings.rtp_ip, 0))
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|e| err(format!("cannot bind an RTP socket on {}: {e}", settings.rtp_ip)))?;
+            .map_err(|e| {
+                err(format!(
+                    "cannot bind an RTP socket on {}: {e}",
+                    settings.rtp_ip
+                ))
+            })?;
         let sock = UdpSocket::from_std(sock)
             .map_err(|e| err(format!("cannot register the RTP socket with tokio: {e}")))?;
 
@@ -743,11 +755,8 @@ impl WebRtcBridge {
     /// Waits until DTLS is up. Errors when the connection fails or `timeout` passes first.
     pub async fn connected(&self, timeout: Duration) -> Result<(), MediaError> {
         let mut rx = self.relay.state.subscribe();
-        let outcome = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|s| *s != PeerState::Connecting),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(timeout, rx.wait_for(|s| *s != PeerState::Connecting)).await;
         let err = |detail: &str| MediaError::WebRtc {
             session: self.relay.session.clone(),
             detail: detail.to_owned(),

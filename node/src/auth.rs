@@ -19,18 +19,18 @@ mod limiter;
 pub use bootstrap::{INITIAL_PASSWORD_FILE, spawn_first_admin};
 pub use lingxi_cluster::model::Role;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use limiter::LoginLimiter;
 use lingxi_cluster::model::{Millis, User};
 use lingxi_cluster::{ClusterError, Command, Log};
 use lingxi_config::AuthSection;
-use limiter::LoginLimiter;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -196,9 +196,7 @@ impl Auth {
             let bytes = hex::decode(&k.sha256)
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!("auth.api_keys[{i}].sha256: not 64 hex digits")
-                })?;
+                .ok_or_else(|| anyhow::anyhow!("auth.api_keys[{i}].sha256: not 64 hex digits"))?;
             api_keys.push(ApiKey {
                 name: k.name.clone(),
                 role,
@@ -220,7 +218,10 @@ impl Auth {
 
     /// The token a request carries: `Authorization: Bearer <token>`, else the session cookie.
     pub fn token_from(headers: &HeaderMap) -> Option<&str> {
-        if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
             let v = v.trim();
             if let Some(t) = v
                 .strip_prefix("Bearer ")

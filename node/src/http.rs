@@ -17,14 +17,14 @@ mod console;
 mod kb;
 mod users;
 
+use crate::auth::{Auth, AuthError, Principal};
+use axum::extract::FromRef;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use crate::auth::{Auth, AuthError, Principal};
-use axum::extract::FromRef;
 use lingxi_actors::sip::auth;
 use lingxi_actors::{ActorError, Switch, now_ms};
 use lingxi_cluster::model::{AgentState, Overflow, QueueSpec};

@@ -133,8 +133,8 @@ impl Node {
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server stopped");
             }

@@ -6,11 +6,16 @@
 //! through any member's HTTP API (`--token` or `LINGXI_TOKEN`: an API key or session token).
 //! `lingxi auth hash-password` reads a password on stdin and prints its argon2id hash;
 //! `lingxi auth new-api-key --name N --role R` prints a new key once, with its config lines.
+//!
+//! A node's exit codes: 0 after a signal; 65 (`EX_DATAERR`) when its Raft or CDR storage is
+//! damaged, so it cannot start and must be rebuilt from its peers (README: "Rebuilding a
+//! node"; keep a service manager from restarting it: systemd `RestartPreventExitStatus=65`);
+//! 75 when its storage failed while running (restart it); 1 for any other start-up error.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lingxi_config::Config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -257,9 +262,19 @@ fn cluster(c: ClusterCmd) -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    let rebuild = RebuildHint::of(&cfg);
     // In cluster mode start-up may wait for a leader: a signal meanwhile stops it.
     let node = tokio::select! {
-        n = lingxi_node::Node::start(cfg) => n?,
+        n = lingxi_node::Node::start(cfg) => match n {
+            Ok(n) => n,
+            Err(e) => match damaged_storage(&e, &rebuild.data_dir) {
+                Some(dir) => {
+                    rebuild.report(&dir, &e);
+                    std::process::exit(EXIT_STORAGE_DAMAGED);
+                }
+                None => return Err(e),
+            },
+        },
         _ = wait_for_signal() => {
             tracing::info!("stopped during start-up");
             return Ok(());
@@ -276,6 +291,116 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     node.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Exit code of a node whose storage is damaged (`EX_DATAERR`): restarting cannot help, so
+/// the service manager must not restart it in a loop (systemd `RestartPreventExitStatus=65`).
+const EXIT_STORAGE_DAMAGED: i32 = 65;
+
+/// Which storage directory a start-up error says cannot be read: the Raft log
+/// (`<data_dir>/raft`) or the CDR storage, which is the whole state on a single node
+/// (`<data_dir>/state`). `None`: some other failure (a port taken, a full disk, I/O), which
+/// keeps the usual exit.
+fn damaged_storage(e: &anyhow::Error, data_dir: &Path) -> Option<PathBuf> {
+    use lingxi_cluster::raft::{RaftError, is_corruption};
+    // Raft storage errors wrap sled's, CDR storage errors are `ClusterError`s: the first
+    // match in the chain (outermost first) names the storage that failed.
+    e.chain().find_map(|cause| {
+        if cause
+            .downcast_ref::<RaftError>()
+            .is_some_and(RaftError::is_damage)
+        {
+            Some(data_dir.join("raft"))
+        } else if cause
+            .downcast_ref::<lingxi_cluster::ClusterError>()
+            .is_some_and(is_corruption)
+        {
+            Some(data_dir.join("state"))
+        } else {
+            None
+        }
+    })
+}
+
+/// The error and its causes on one line, `: `-separated, leaving out a cause whose text the
+/// one before already ends with (storage errors print their source in their own message).
+fn causes(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// What the operator needs to rebuild this node, taken from its config before start-up.
+struct RebuildHint {
+    /// `node.data_dir`.
+    data_dir: PathBuf,
+    /// `cluster.enabled`: a single node has no peers to rebuild from.
+    clustered: bool,
+    /// `cluster.raft_id`: the id to remove from the cluster.
+    raft_id: u64,
+    /// `cluster.listen`: the address to join with.
+    raft_listen: std::net::SocketAddr,
+}
+
+impl RebuildHint {
+    fn of(cfg: &Config) -> RebuildHint {
+        RebuildHint {
+            data_dir: cfg.node.data_dir.clone(),
+            clustered: cfg.cluster.enabled,
+            raft_id: cfg.cluster.raft_id,
+            raft_listen: cfg.cluster.listen,
+        }
+    }
+
+    /// Says, in English and Chinese, which storage is damaged and how to rebuild the node
+    /// (README: "Rebuilding a node whose storage is damaged").
+    fn report(&self, dir: &Path, e: &anyhow::Error) {
+        let dir_s = dir.display();
+        tracing::error!(dir = %dir_s, error = %causes(e), exit_code = EXIT_STORAGE_DAMAGED,
+            "storage damaged: the node cannot start from it; rebuild it (README: Rebuilding a node) / 存储损坏，需重建节点");
+        let data = self.data_dir.display();
+        let id = self.raft_id;
+        let addr = if self.raft_listen.ip().is_unspecified() {
+            format!("<this host>:{}", self.raft_listen.port())
+        } else {
+            self.raft_listen.to_string()
+        };
+        let what_to_do = if self.clustered {
+            format!(
+                "Restarting will not help (exit code {EXIT_STORAGE_DAMAGED}). Rebuild this node from its peers \
+                 (README: \"Rebuilding a node whose storage is damaged\"):
+  1. lingxi cluster leave --api http://<a live member's HTTP> --id {id}
+  2. mv {data}/raft {data}/raft.damaged && mv {data}/state {data}/state.damaged   (keep them for analysis)
+  3. in this node's config: cluster.raft_id = <a new id, never used before>, cluster.bootstrap = false
+  4. start the node, then: lingxi cluster join --api http://<a live member's HTTP> --id <new id> --addr {addr}
+重启无济于事（退出码 {EXIT_STORAGE_DAMAGED}）。请从其他节点重建本节点（见 README「重建存储损坏的节点」）：
+  1. 在任一存活节点上移除旧的 raft id {id}（lingxi cluster leave --id {id}）；
+  2. 将 {data}/raft 与 {data}/state 移到别处保留，供分析；
+  3. 在本节点配置中设置新的 cluster.raft_id（从未用过的）和 cluster.bootstrap = false；
+  4. 启动本节点，再执行 lingxi cluster join --id <新 id> --addr {addr}，它会从 leader 的快照追上。"
+            )
+        } else {
+            format!(
+                "Restarting will not help (exit code {EXIT_STORAGE_DAMAGED}). A single node (cluster.enabled = false) \
+                 has no peers to rebuild from: move {dir_s} aside (keep it for analysis) and restore it from a backup.
+重启无济于事（退出码 {EXIT_STORAGE_DAMAGED}）。单节点没有可用于重建的副本：请将 {dir_s} 移到别处保留，并从备份恢复。"
+            )
+        };
+        eprintln!(
+            "error: the storage in {dir_s} is damaged and cannot be read / 存储已损坏，无法读取：{dir_s}
+  cause: {}
+{what_to_do}",
+            causes(e)
+        );
+    }
 }
 
 async fn wait_for_signal() {
@@ -297,4 +422,69 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lingxi_cluster::raft::RaftError;
+    use lingxi_cluster::{ClusterError, SledStore};
+
+    #[test]
+    fn inconsistent_raft_log_is_damage_of_the_raft_dir() {
+        let e = anyhow::Error::new(RaftError::Corrupt {
+            detail: "log entry 9 follows 7".into(),
+        })
+        .context("cannot open Raft storage in /d/raft");
+        assert_eq!(
+            damaged_storage(&e, Path::new("/d")),
+            Some(PathBuf::from("/d/raft"))
+        );
+    }
+
+    #[test]
+    fn other_start_up_errors_are_not_damage() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(io).context("cannot bind the Raft transport");
+        assert_eq!(damaged_storage(&e, Path::new("/d")), None);
+        let e = anyhow::Error::new(ClusterError::Unavailable {
+            node: 1,
+            detail: "no leader".into(),
+        });
+        assert_eq!(damaged_storage(&e, Path::new("/d")), None);
+    }
+
+    /// sled's own check: a damaged snapshot file fails the CDR storage's open with
+    /// `Corruption`, which names `<data_dir>/state`.
+    #[test]
+    fn corrupted_sled_storage_is_damage_of_the_state_dir() {
+        let data = std::env::temp_dir().join(format!("lingxi-damage-{}", std::process::id()));
+        let state = data.join("state");
+        let _ = std::fs::remove_dir_all(&data);
+        // Opening an existing database writes sled's snapshot file.
+        for _ in 0..2 {
+            drop(SledStore::open(&state).expect("a fresh store opens"));
+        }
+        let snap = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("snap.")
+            })
+            .expect("sled wrote a snapshot file");
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xFF;
+        std::fs::write(&snap, bytes).unwrap();
+        let err = SledStore::open(&state)
+            .err()
+            .expect("the damaged store fails");
+        let e = anyhow::Error::new(err).context("cannot open CDR storage");
+        let found = damaged_storage(&e, &data);
+        let _ = std::fs::remove_dir_all(&data);
+        assert_eq!(found, Some(state), "{e:#}");
+    }
 }

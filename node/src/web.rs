@@ -122,9 +122,9 @@ impl Gateway {
         let web = &config.web;
         let ip = web.sip_ip(&config.sip);
         let bind = SocketAddr::new(ip, web.sip_port);
-        let sock = tokio::net::UdpSocket::bind(bind)
-            .await
-            .with_context(|| format!("web.sip_ip/web.sip_port: cannot bind the web gateway's SIP socket on {bind}"))?;
+        let sock = tokio::net::UdpSocket::bind(bind).await.with_context(|| {
+            format!("web.sip_ip/web.sip_port: cannot bind the web gateway's SIP socket on {bind}")
+        })?;
         let local = sock.local_addr()?;
         let sock = Arc::new(sock);
         let node_sip = if node_sip.ip().is_unspecified() {

@@ -615,6 +615,38 @@ skills = {{ support = 5 }}
         self.wait_ready(&[i], START_WAIT).await
     }
 
+    /// Waits up to `timeout` for node `i`'s process to exit by itself; returns its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let name = self.nodes[i].name.clone();
+        let Some(child) = self.nodes[i].child.as_mut() else {
+            bail!("{name} is not running");
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.nodes[i].child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} still runs after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts node `i` again (same name, ports and data directory) under the new Raft id
+    /// `raft_id` with `bootstrap = false`: it waits to be added, as a rebuilt node does. Does
+    /// not wait for it. (Its proxy still knows it by its first id: do not [`Cluster::cut`] it.)
+    pub fn respawn_as(&mut self, i: usize, raft_id: u64) -> anyhow::Result<()> {
+        self.nodes[i].raft_id = raft_id;
+        self.write_config(i, false)?;
+        self.spawn(i)
+    }
+
     /// Cuts node `i` off: all Raft traffic to and from it is dropped (connections closed,
     /// new ones refused) until [`Cluster::heal`].
     pub fn cut(&self, i: usize) {

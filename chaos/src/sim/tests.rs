@@ -313,4 +313,3 @@ fn fixed_gap_declared_dead_node_recovers() {
         );
     }
 }
-

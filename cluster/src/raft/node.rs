@@ -450,10 +450,9 @@ impl RaftLog {
 
     /// How much of the lease is left (zero when none is held).
     pub fn lease_remaining(&self) -> Duration {
-        self.shared
-            .lease_until
-            .lock()
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+        self.shared.lease_until.lock().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
     }
 
     /// This node's id.

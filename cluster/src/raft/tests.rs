@@ -308,7 +308,13 @@ async fn node_whose_disk_runs_low_fails_stop_and_comes_back_intact() {
         .map(|d| RaftStorage::open(d.path()).unwrap())
         .collect();
     let mut nodes: Vec<RaftLog> = (1..=3)
-        .map(|id| start(&net, config(id, &[1, 2, 3]), storages[id as usize - 1].clone()))
+        .map(|id| {
+            start(
+                &net,
+                config(id, &[1, 2, 3]),
+                storages[id as usize - 1].clone(),
+            )
+        })
         .collect();
     let l = leader(&nodes.iter().collect::<Vec<_>>()).await;
     for i in 0..5 {
@@ -346,6 +352,57 @@ async fn node_whose_disk_runs_low_fails_stop_and_comes_back_intact() {
     for n in &nodes {
         n.shutdown().await;
     }
+}
+
+#[test]
+fn storage_that_lost_what_it_had_synced_refuses_to_open() {
+    use ::raft::prelude::{Entry, HardState};
+    let dir = tempfile::tempdir().unwrap();
+    let raft_dir = dir.path().join("raft");
+    {
+        let s = RaftStorage::open(&raft_dir).unwrap();
+        let ents: Vec<Entry> = (1..=5)
+            .map(|i| {
+                let mut e = Entry::default();
+                e.index = i;
+                e.term = 2;
+                e
+            })
+            .collect();
+        s.append(&ents).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 2;
+        hs.vote = 1;
+        hs.commit = 5;
+        s.set_hardstate(hs).unwrap();
+        s.sync().unwrap();
+    }
+    // Reopened as it was: fine, and it says what it holds.
+    let s = RaftStorage::open(&raft_dir).expect("intact storage opens");
+    assert_eq!((s.hard_state().commit, s.last()), (5, 5));
+    drop(s);
+    // sled's files gone (or zeroed, which sled reads as empty): the marker stays with the
+    // directory, and the node must not start empty and bootstrap a new cluster.
+    for entry in std::fs::read_dir(&raft_dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().is_some_and(|n| n != "lingxi-durable") {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+    }
+    let err = match RaftStorage::open(&raft_dir) {
+        Ok(_) => panic!("storage that lost its log opened"),
+        Err(e) => e,
+    };
+    assert!(err.is_damage(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("commit 5") && text.contains("commit 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

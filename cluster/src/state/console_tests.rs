@@ -33,7 +33,10 @@ fn an_agent_user_must_name_an_existing_agent_once() {
         try_apply(&mut sm, user("li", Role::Agent, Some("1001"), "h")),
         Err(ClusterError::UnknownAgent { .. })
     ));
-    run(&mut sm, vec![agent("1001", 5), user("li", Role::Agent, Some("1001"), "h")]);
+    run(
+        &mut sm,
+        vec![agent("1001", 5), user("li", Role::Agent, Some("1001"), "h")],
+    );
     assert_eq!(sm.user("li").unwrap().agent_id.as_deref(), Some("1001"));
     // Another user cannot take the same agent.
     assert!(try_apply(&mut sm, user("wang", Role::Agent, Some("1001"), "h")).is_err());
@@ -93,10 +96,23 @@ fn sessions_expire_are_pruned_and_close_with_password_changes_and_removal() {
 fn the_last_admin_can_be_neither_removed_nor_demoted() {
     let mut sm = StateMachine::new();
     run(&mut sm, vec![user("root", Role::Admin, None, "h")]);
-    assert!(try_apply(&mut sm, Command::RemoveUser { username: "root".into() }).is_err());
+    assert!(
+        try_apply(
+            &mut sm,
+            Command::RemoveUser {
+                username: "root".into()
+            }
+        )
+        .is_err()
+    );
     assert!(try_apply(&mut sm, user("root", Role::Supervisor, None, "h")).is_err());
     run(&mut sm, vec![user("root2", Role::Admin, None, "h")]);
-    run(&mut sm, vec![Command::RemoveUser { username: "root".into() }]);
+    run(
+        &mut sm,
+        vec![Command::RemoveUser {
+            username: "root".into(),
+        }],
+    );
     assert_eq!(sm.users().len(), 1);
 }
 
@@ -105,7 +121,10 @@ fn a_user_keeps_at_most_fifty_sessions() {
     let mut sm = StateMachine::new();
     run(&mut sm, vec![user("root", Role::Admin, None, "h")]);
     for i in 0..60u64 {
-        run(&mut sm, vec![open(&format!("t{i}"), "root", 100 + i, 1_000_000)]);
+        run(
+            &mut sm,
+            vec![open(&format!("t{i}"), "root", 100 + i, 1_000_000)],
+        );
     }
     assert_eq!(sm.sessions().len(), MAX_SESSIONS_PER_USER);
     assert!(!sm.sessions().contains_key("t0"), "the oldest went first");
@@ -129,7 +148,10 @@ fn article(id: &str, title: &str) -> Command {
 fn articles_change_the_revision_and_ride_in_snapshots_with_users_and_sessions() {
     let mut sm = StateMachine::new();
     assert_eq!(sm.kb_revision(), 0);
-    run(&mut sm, vec![article("a1", "信用卡挂失"), article("a2", "Lost card")]);
+    run(
+        &mut sm,
+        vec![article("a1", "信用卡挂失"), article("a2", "Lost card")],
+    );
     assert_eq!(sm.kb_revision(), 2);
     run(&mut sm, vec![Command::RemoveArticle { id: "a2".into() }]);
     assert_eq!(sm.kb_revision(), 3);
@@ -149,7 +171,8 @@ fn articles_change_the_revision_and_ride_in_snapshots_with_users_and_sessions() 
     assert_eq!(restored.sessions(), sm.sessions());
     assert_eq!(restored.kb_revision(), 3);
     // A snapshot written before users existed still loads.
-    let old: StateMachine = serde_json::from_str(r#"{"applied":7,"agents":{},"queues":{},"calls":{}}"#).unwrap();
+    let old: StateMachine =
+        serde_json::from_str(r#"{"applied":7,"agents":{},"queues":{},"calls":{}}"#).unwrap();
     assert!(old.users().is_empty() && old.articles().is_empty());
 }
 
@@ -227,8 +250,10 @@ fn a_disposition_in_wrap_up_annotates_the_stored_cdr_and_may_end_wrap_up() {
     run(&mut sm, vec![end()]);
     assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::WrapUp);
     let events = run(&mut sm, vec![dispose(false)]);
-    assert!(matches!(&events[..], [Event::CdrAnnotated { call_id, disposition }]
-        if call_id == "a" && disposition.code == "resolved"));
+    assert!(
+        matches!(&events[..], [Event::CdrAnnotated { call_id, disposition }]
+        if call_id == "a" && disposition.code == "resolved")
+    );
     assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::WrapUp);
     let events = run(&mut sm, vec![dispose(true)]);
     assert_eq!(events.len(), 2);

@@ -323,7 +323,11 @@ fn web_section_from_toml() {
     )
     .unwrap();
     assert_eq!(c.web.rtc_ip(&c.media).to_string(), "127.0.0.1");
-    assert_eq!(c.web.sip_ip(&c.sip).to_string(), "127.0.0.1", "wildcard SIP bind → loopback");
+    assert_eq!(
+        c.web.sip_ip(&c.sip).to_string(),
+        "127.0.0.1",
+        "wildcard SIP bind → loopback"
+    );
     assert_eq!(c.web.max_web_calls, 10);
     assert!(Config::from_toml_str("[web]\nbogus = 1\n", "t.toml", None).is_err());
 }

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::stream::Source;
 use super::{CallShared, LegShared, MediaEvent};
-use crate::engine::EngineInner;
 use crate::dtmf::{self, DtmfDetector};
+use crate::engine::EngineInner;
 use crate::rtp::{self, HEADER_LEN, RtpHeader};
 use crate::{Codec, Leg, g711};
 

@@ -168,9 +168,13 @@ fn offer_parsing_finds_g711_and_telephone_event() {
     assert_eq!(o.telephone_event_fmtp, "0-15");
 
     let opus_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
-    let e = BrowserOffer::parse("s2", opus_only).unwrap_err().to_string();
+    let e = BrowserOffer::parse("s2", opus_only)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("s2") && e.contains("PCMU"), "{e}");
-    let e = BrowserOffer::parse("s3", "v=0\r\n").unwrap_err().to_string();
+    let e = BrowserOffer::parse("s3", "v=0\r\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("m=audio"), "{e}");
 }
 
@@ -181,7 +185,11 @@ async fn audio_both_ways_dtmf_and_repointing() {
     let bridge = WebRtcBridge::accept("t1", &settings(), &offer, Codec::Pcmu)
         .await
         .expect("bridge answers");
-    assert!(bridge.answer_sdp().contains("PCMU"), "{}", bridge.answer_sdp());
+    assert!(
+        bridge.answer_sdp().contains("PCMU"),
+        "{}",
+        bridge.answer_sdp()
+    );
     assert!(!bridge.answer_sdp().contains("PCMA"), "one codec only");
     browser
         .pc
@@ -196,7 +204,9 @@ async fn audio_both_ways_dtmf_and_repointing() {
     // Browser → switch: PCMU arrives with our SSRC, consecutive sequence numbers.
     let mut seen = Vec::new();
     for i in 0..5u16 {
-        browser.send(1000 + i, 5000 + u32::from(i) * 160, 0, &[0xAA; 160]).await;
+        browser
+            .send(1000 + i, 5000 + u32::from(i) * 160, 0, &[0xAA; 160])
+            .await;
     }
     for _ in 0..3 {
         let (h, payload) = recv_rtp(&switch).await;
@@ -204,7 +214,10 @@ async fn audio_both_ways_dtmf_and_repointing() {
         assert_eq!(payload.len(), 160);
         seen.push(h);
     }
-    assert!(seen.iter().all(|h| h.ssrc == seen[0].ssrc && h.ssrc != browser.ssrc));
+    assert!(
+        seen.iter()
+            .all(|h| h.ssrc == seen[0].ssrc && h.ssrc != browser.ssrc)
+    );
     assert_eq!(seen[1].sequence, seen[0].sequence.wrapping_add(1));
     assert_eq!(seen[1].timestamp, seen[0].timestamp.wrapping_add(160));
 

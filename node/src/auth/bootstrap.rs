@@ -139,11 +139,14 @@ fn read_or_generate(path: &Path) -> anyhow::Result<String> {
     }
     let password = new_token()[..24].to_string();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_private(path, &format!("{password}\n"))
-        .with_context(|| format!("cannot write the initial admin password to {}", path.display()))?;
+    write_private(path, &format!("{password}\n")).with_context(|| {
+        format!(
+            "cannot write the initial admin password to {}",
+            path.display()
+        )
+    })?;
     Ok(password)
 }
 

@@ -48,7 +48,10 @@ impl LoginLimiter {
         let mut wait = None;
         for key in [Key::User(username.to_string()), Key::Ip(ip)] {
             if let Some(q) = map.get_mut(&key) {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
                     q.pop_front();
                 }
                 if q.len() >= self.max_failures

@@ -18,7 +18,10 @@ fn tokens_are_random_base64url() {
     let b = new_token();
     assert_ne!(a, b);
     assert_eq!(a.len(), 43);
-    assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert!(
+        a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
     assert_eq!(sha256_hex("abc").len(), 64);
 }
 
@@ -26,9 +29,15 @@ fn tokens_are_random_base64url() {
 fn token_comes_from_bearer_or_cookie() {
     let mut h = HeaderMap::new();
     assert_eq!(Auth::token_from(&h), None);
-    h.insert(header::COOKIE, HeaderValue::from_static("a=b; lingxi_session=tok1"));
+    h.insert(
+        header::COOKIE,
+        HeaderValue::from_static("a=b; lingxi_session=tok1"),
+    );
     assert_eq!(Auth::token_from(&h), Some("tok1"));
-    h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok2"));
+    h.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer tok2"),
+    );
     assert_eq!(Auth::token_from(&h), Some("tok2"));
 }
 
@@ -49,5 +58,8 @@ fn roles_gate_agents() {
     };
     assert!(sup.may_act_for("1002"));
     assert!(sup.require_admin().is_err());
-    assert_eq!(sup.require_admin().unwrap_err().status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        sup.require_admin().unwrap_err().status,
+        StatusCode::FORBIDDEN
+    );
 }

@@ -90,9 +90,13 @@ pub(super) async fn disposition(
         .read(|sm| sm.call(&call_id).map(|c| c.agent.clone()));
     let agent = match live_agent {
         Some(agent) => agent,
-        None => find_cdr(&app, &call_id)?
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("call {call_id} not found")))?
-            .agent,
+        None => {
+            find_cdr(&app, &call_id)?
+                .ok_or_else(|| {
+                    ApiError(StatusCode::NOT_FOUND, format!("call {call_id} not found"))
+                })?
+                .agent
+        }
     };
     if !p.is_supervisor() && (agent.is_none() || agent != p.agent_id) {
         return Err(forbidden(format!("call {call_id}")));

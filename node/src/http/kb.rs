@@ -259,7 +259,10 @@ pub(super) async fn create(
     let id = format!("kb-{}", &new_token()[..12]);
     let article = build(b, id, None, &p)?;
     let v = article_json(&article);
-    app.sw.log().propose(Command::UpsertArticle(article)).await?;
+    app.sw
+        .log()
+        .propose(Command::UpsertArticle(article))
+        .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -279,7 +282,10 @@ pub(super) async fn update(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("article {id} not found")))?;
     let article = build(b, id, Some(&old), &p)?;
     let v = article_json(&article);
-    app.sw.log().propose(Command::UpsertArticle(article)).await?;
+    app.sw
+        .log()
+        .propose(Command::UpsertArticle(article))
+        .await?;
     Ok(Json(v))
 }
 
@@ -296,9 +302,6 @@ pub(super) async fn remove(
             format!("article {id} not found"),
         ));
     }
-    app.sw
-        .log()
-        .propose(Command::RemoveArticle { id })
-        .await?;
+    app.sw.log().propose(Command::RemoveArticle { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

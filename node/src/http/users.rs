@@ -151,7 +151,11 @@ pub(super) struct UserBody {
 }
 
 fn parse_role(r: &str) -> Result<Role, ApiError> {
-    Role::parse(r).ok_or_else(|| bad(format!("role: {r:?} is not one of admin, supervisor, agent")))
+    Role::parse(r).ok_or_else(|| {
+        bad(format!(
+            "role: {r:?} is not one of admin, supervisor, agent"
+        ))
+    })
 }
 
 /// The password hash for a new or changed password: hashed here (off the runtime) from
@@ -174,7 +178,9 @@ async fn new_hash(b: &UserBody) -> Result<Option<String>, ApiError> {
             if is_password_hash(h) {
                 Ok(Some(h.clone()))
             } else {
-                Err(bad("password_hash: not an argon2 PHC string (see `lingxi auth hash-password`)"))
+                Err(bad(
+                    "password_hash: not an argon2 PHC string (see `lingxi auth hash-password`)",
+                ))
             }
         }
         (None, None) => Ok(None),
@@ -254,7 +260,9 @@ pub(super) async fn update(
         p.require_admin()?;
     }
     if b.username.as_ref().is_some_and(|u| *u != username) {
-        return Err(bad("username: cannot be changed (delete and create instead)"));
+        return Err(bad(
+            "username: cannot be changed (delete and create instead)",
+        ));
     }
     let old = app
         .sw

@@ -312,8 +312,9 @@ impl Line {
                 match result {
                     Ok(granted) if asked > 0 => {
                         self.registered = Some(granted);
-                        self.refresh_at =
-                            Some(Instant::now() + Duration::from_secs(u64::from(granted.max(10) / 2)));
+                        self.refresh_at = Some(
+                            Instant::now() + Duration::from_secs(u64::from(granted.max(10) / 2)),
+                        );
                         tracing::info!(agent = %self.agent, expires = granted, "web agent registered");
                         self.broadcast(ServerMsg::Registered {
                             agent: self.agent.clone(),
@@ -392,7 +393,9 @@ impl Line {
     }
 
     fn is_current(&self, generation: u64) -> bool {
-        self.call.as_ref().is_some_and(|c| c.generation == generation)
+        self.call
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
     }
 
     fn on_client(&mut self, conn: u64, msg: ClientMsg) {
@@ -416,7 +419,10 @@ impl Line {
             ClientMsg::Hold { on } => self.hold(conn, on),
             ClientMsg::Dtmf { digit } => {
                 let Some(bridge) = self.call.as_ref().and_then(|c| c.bridge.clone()) else {
-                    return self.send_to(conn, ServerMsg::error("no call for DTMF", "当前没有通话，无法发送按键"));
+                    return self.send_to(
+                        conn,
+                        ServerMsg::error("no call for DTMF", "当前没有通话，无法发送按键"),
+                    );
                 };
                 let mut chars = digit.chars();
                 let (Some(d), None) = (chars.next(), chars.next()) else {
@@ -525,11 +531,11 @@ impl Line {
         };
         let tag = message::new_tag();
         let contact = self.shared.contact_for(&self.agent);
-        let dialog = match dialog::uas_dialog(&request, source.addr, SipTransport::Udp, &tag, &contact)
-        {
-            Ok(d) => d,
-            Err(e) => return refuse(400, &format!("Cannot make a dialog: {e}")),
-        };
+        let dialog =
+            match dialog::uas_dialog(&request, source.addr, SipTransport::Udp, &tag, &contact) {
+                Ok(d) => d,
+                Err(e) => return refuse(400, &format!("Cannot make a dialog: {e}")),
+            };
         let switch_call_id =
             gwsip::other_header(&request, "X-Lingxi-Call").unwrap_or_else(|| sip_call_id.clone());
         let queue = gwsip::other_header(&request, "X-Lingxi-Queue");
@@ -566,7 +572,10 @@ impl Line {
 
     fn answer(&mut self, conn: u64, offer_sdp: String) {
         let Some(c) = self.call.as_mut() else {
-            return self.send_to(conn, ServerMsg::error("no ringing call to answer", "没有可接听的来电"));
+            return self.send_to(
+                conn,
+                ServerMsg::error("no ringing call to answer", "没有可接听的来电"),
+            );
         };
         if c.state != "ringing" || c.invite.is_none() {
             return self.send_to(
@@ -642,8 +651,12 @@ impl Line {
         }
         let ptime = self.shared.config.media.ptime_ms;
         let Some(c) = self.call.as_mut() else { return };
-        let Some(bridge) = c.bridge.clone() else { return };
-        let Some(invite) = c.invite.take() else { return };
+        let Some(bridge) = c.bridge.clone() else {
+            return;
+        };
+        let Some(invite) = c.invite.take() else {
+            return;
+        };
         c.dialog.sdp_version += 1;
         let answer = sdp::build_audio(
             c.sdp_session,
@@ -656,15 +669,19 @@ impl Line {
         );
         bridge.set_remote(Some(c.offer.addr), c.offer.telephone_event_pt);
         let mut ok = response_for(invite.request(), 200, None, Some(&c.dialog.local_tag));
-        ok.headers.push(Header::Contact(rsip::headers::Contact::new(format!(
-            "<{}>",
-            c.dialog.local_contact
-        ))));
+        ok.headers
+            .push(Header::Contact(rsip::headers::Contact::new(format!(
+                "<{}>",
+                c.dialog.local_contact
+            ))));
         let ok = with_body(ok, "application/sdp", answer.clone().into_bytes());
         c.dialog.local_sdp = Some(answer);
         if let Err(e) = invite.respond(ok) {
             let e = e.to_string();
-            self.error(format!("cannot answer the switch: {e}"), format!("无法应答交换机：{e}"));
+            self.error(
+                format!("cannot answer the switch: {e}"),
+                format!("无法应答交换机：{e}"),
+            );
             return self.end_call("media_failed");
         }
         tracing::info!(agent = %self.agent, call_id = %c.switch_call_id, "web agent answered");
@@ -679,7 +696,10 @@ impl Line {
             return self.send_to(conn, ServerMsg::error("no call to hold", "当前没有通话"));
         };
         let (Some(bridge), None) = (c.bridge.clone(), c.invite.as_ref()) else {
-            return self.send_to(conn, ServerMsg::error("the call is not connected yet", "通话尚未接通"));
+            return self.send_to(
+                conn,
+                ServerMsg::error("the call is not connected yet", "通话尚未接通"),
+            );
         };
         if c.busy {
             return self.send_to(
@@ -695,7 +715,11 @@ impl Line {
             bridge.rtp_addr(),
             &[(c.codec.payload_type(), c.codec.name())],
             c.offer.telephone_event_pt,
-            if on { Direction::SendOnly } else { Direction::SendRecv },
+            if on {
+                Direction::SendOnly
+            } else {
+                Direction::SendRecv
+            },
             ptime,
         );
         let req = match dialog::make_request(
@@ -708,7 +732,10 @@ impl Line {
                 c.busy = false;
                 return self.send_to(
                     conn,
-                    ServerMsg::error(format!("cannot build the re-INVITE: {e}"), format!("无法构造保持请求：{e}")),
+                    ServerMsg::error(
+                        format!("cannot build the re-INVITE: {e}"),
+                        format!("无法构造保持请求：{e}"),
+                    ),
                 );
             }
         };
@@ -748,7 +775,9 @@ impl Line {
                     Ok(ack) => {
                         let _ = endpoint.send_ack(ack, Peer::udp(c.dialog.peer));
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot build the ACK of a hold re-INVITE"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot build the ACK of a hold re-INVITE")
+                    }
                 }
                 if let Some(b) = &c.bridge {
                     b.set_sending(!on);
@@ -758,7 +787,10 @@ impl Line {
             Ok(resp) => {
                 let code = resp.status_code.code();
                 self.error(
-                    format!("the switch refused {}: {code}", if on { "hold" } else { "unhold" }),
+                    format!(
+                        "the switch refused {}: {code}",
+                        if on { "hold" } else { "unhold" }
+                    ),
                     format!("交换机拒绝{}：{code}", if on { "保持" } else { "恢复" }),
                 );
             }
@@ -801,7 +833,10 @@ impl Line {
             );
         }
         let Some(c) = self.call.as_mut() else {
-            return self.send_to(conn, ServerMsg::error("no call to transfer", "当前没有通话"));
+            return self.send_to(
+                conn,
+                ServerMsg::error("no call to transfer", "当前没有通话"),
+            );
         };
         if c.invite.is_some() || c.busy {
             return self.send_to(
@@ -815,7 +850,10 @@ impl Line {
             Err(e) => {
                 return self.send_to(
                     conn,
-                    ServerMsg::error(format!("cannot build the REFER: {e}"), format!("无法构造转接请求：{e}")),
+                    ServerMsg::error(
+                        format!("cannot build the REFER: {e}"),
+                        format!("无法构造转接请求：{e}"),
+                    ),
                 );
             }
         };
@@ -830,9 +868,9 @@ impl Line {
         let generation = c.generation;
         tokio::spawn(async move {
             let result = match endpoint.send_request(req, dest) {
-                Ok(mut ctx) => final_response(&mut ctx).await.map(|r| {
-                    (r.status_code.code(), r.status_code.to_string())
-                }),
+                Ok(mut ctx) => final_response(&mut ctx)
+                    .await
+                    .map(|r| (r.status_code.code(), r.status_code.to_string())),
                 Err(e) => Err(e.to_string()),
             };
             let _ = tx.send(LineMsg::ReferDone {
@@ -870,7 +908,8 @@ impl Line {
                             c.dialog.remote_sdp = Some(text);
                         }
                         Err(e) => {
-                            let _ = tx.respond(response_for(&request, 488, Some(&e.to_string()), None));
+                            let _ =
+                                tx.respond(response_for(&request, 488, Some(&e.to_string()), None));
                             return;
                         }
                     }
@@ -895,10 +934,11 @@ impl Line {
                     ptime,
                 );
                 let mut ok = response_for(&request, 200, None, None);
-                ok.headers.push(Header::Contact(rsip::headers::Contact::new(format!(
-                    "<{}>",
-                    c.dialog.local_contact
-                ))));
+                ok.headers
+                    .push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<{}>",
+                        c.dialog.local_contact
+                    ))));
                 let ok = with_body(ok, "application/sdp", answer.clone().into_bytes());
                 c.dialog.local_sdp = Some(answer);
                 let _ = tx.respond(ok);
@@ -1043,5 +1083,8 @@ async fn register_once(
             _ => return (Err(format!("{code} {}", resp.status_code)), cseq),
         }
     }
-    (Err("the switch kept challenging the registration".into()), cseq)
+    (
+        Err("the switch kept challenging the registration".into()),
+        cseq,
+    )
 }

@@ -47,8 +47,14 @@ impl Slot {
         let mine = calls.entry(ip).or_insert(0);
         if *mine >= web.max_web_calls_per_ip {
             return Err(ServerMsg::error(
-                format!("too many calls from your address (at most {})", web.max_web_calls_per_ip),
-                format!("您的地址同时呼叫过多（最多 {} 个）", web.max_web_calls_per_ip),
+                format!(
+                    "too many calls from your address (at most {})",
+                    web.max_web_calls_per_ip
+                ),
+                format!(
+                    "您的地址同时呼叫过多（最多 {} 个）",
+                    web.max_web_calls_per_ip
+                ),
             ));
         }
         *mine += 1;
@@ -73,7 +79,10 @@ impl Drop for Slot {
 
 /// Sends one message; `false` when the socket is gone.
 async fn send(socket: &mut WebSocket, msg: ServerMsg) -> bool {
-    socket.send(Message::Text(msg.to_json().into())).await.is_ok()
+    socket
+        .send(Message::Text(msg.to_json().into()))
+        .await
+        .is_ok()
 }
 
 /// What the socket said, reduced to what the caller task needs.
@@ -108,7 +117,9 @@ fn check_queue(shared: &Shared, queue: &str) -> Result<String, ServerMsg> {
     match found {
         Some((id, exts))
             if allowed.is_empty()
-                || allowed.iter().any(|a| *a == id || exts.iter().any(|e| e == a)) =>
+                || allowed
+                    .iter()
+                    .any(|a| *a == id || exts.iter().any(|e| e == a)) =>
         {
             Ok(id)
         }
@@ -156,7 +167,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket, slot: Slot) 
                 .await;
             }
             Ok(FromPage::Bad(e)) => {
-                let _ = send(&mut socket, ServerMsg::error(e.clone(), format!("消息无法识别：{e}"))).await;
+                let _ = send(
+                    &mut socket,
+                    ServerMsg::error(e.clone(), format!("消息无法识别：{e}")),
+                )
+                .await;
             }
             Ok(FromPage::Other) => {}
         }
@@ -196,7 +211,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket, slot: Slot) 
         Err(e) => {
             let _ = send(
                 &mut socket,
-                ServerMsg::error(format!("cannot set up audio: {e}"), format!("无法建立音频：{e}")),
+                ServerMsg::error(
+                    format!("cannot set up audio: {e}"),
+                    format!("无法建立音频：{e}"),
+                ),
             )
             .await;
             return;
@@ -255,14 +273,23 @@ impl WebCall {
         socket: &mut WebSocket,
         mut sip_rx: mpsc::UnboundedReceiver<SipEvent>,
     ) -> &'static str {
-        if !send(socket, ServerMsg::Sdp {
-            sdp: self.bridge.answer_sdp().to_owned(),
-        })
+        if !send(
+            socket,
+            ServerMsg::Sdp {
+                sdp: self.bridge.answer_sdp().to_owned(),
+            },
+        )
         .await
         {
             return "disconnected";
         }
-        let _ = send(socket, ServerMsg::State { state: "connecting" }).await;
+        let _ = send(
+            socket,
+            ServerMsg::State {
+                state: "connecting",
+            },
+        )
+        .await;
         let shared = self.shared.clone();
         let domain = shared.config.sip.domain.clone();
         let te = shared.config.media.telephone_event_pt;
@@ -271,7 +298,10 @@ impl WebCall {
             sdp_session,
             1,
             self.bridge.rtp_addr(),
-            &[(self.bridge.codec().payload_type(), self.bridge.codec().name())],
+            &[(
+                self.bridge.codec().payload_type(),
+                self.bridge.codec().name(),
+            )],
             Some(te),
             Direction::SendRecv,
             shared.config.media.ptime_ms,
@@ -294,14 +324,25 @@ impl WebCall {
             ) {
                 Ok(i) => i,
                 Err(e) => {
-                    let _ = send(socket, ServerMsg::error(format!("cannot call: {e}"), format!("无法呼叫：{e}"))).await;
+                    let _ = send(
+                        socket,
+                        ServerMsg::error(format!("cannot call: {e}"), format!("无法呼叫：{e}")),
+                    )
+                    .await;
                     return "refused";
                 }
             };
-            let mut ctx = match shared.endpoint.send_request(invite.clone(), Peer::udp(dest)) {
+            let mut ctx = match shared
+                .endpoint
+                .send_request(invite.clone(), Peer::udp(dest))
+            {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = send(socket, ServerMsg::error(format!("cannot call: {e}"), format!("无法呼叫：{e}"))).await;
+                    let _ = send(
+                        socket,
+                        ServerMsg::error(format!("cannot call: {e}"), format!("无法呼叫：{e}")),
+                    )
+                    .await;
                     return "refused";
                 }
             };
@@ -338,7 +379,10 @@ impl WebCall {
                 Err(why) => {
                     let _ = send(
                         socket,
-                        ServerMsg::error(format!("the call failed: {why}"), format!("呼叫失败：{why}")),
+                        ServerMsg::error(
+                            format!("the call failed: {why}"),
+                            format!("呼叫失败：{why}"),
+                        ),
                     )
                     .await;
                     return "refused";
@@ -391,10 +435,11 @@ impl WebCall {
             }
         }
         self.ack(cseq);
-        if let Some(answer) = gwsip::body_text(&ok.body)
-            .and_then(|t| sdp::parse_audio(&t, &self.sip_call_id).ok())
+        if let Some(answer) =
+            gwsip::body_text(&ok.body).and_then(|t| sdp::parse_audio(&t, &self.sip_call_id).ok())
         {
-            self.bridge.set_remote(Some(answer.addr), answer.telephone_event_pt);
+            self.bridge
+                .set_remote(Some(answer.addr), answer.telephone_event_pt);
         }
         // 2. Talking: wait for DTLS (bounded), then relay until someone hangs up.
         match self.bridge.connected(self.shared.rtc.connect_timeout).await {
@@ -404,7 +449,10 @@ impl WebCall {
             Err(e) => {
                 let _ = send(
                     socket,
-                    ServerMsg::error(format!("audio did not connect: {e}"), format!("音频未能连通：{e}")),
+                    ServerMsg::error(
+                        format!("audio did not connect: {e}"),
+                        format!("音频未能连通：{e}"),
+                    ),
                 )
                 .await;
                 self.bye();
@@ -486,7 +534,10 @@ impl WebCall {
                 d.peer = source.addr;
                 let offer = gwsip::body_text(&request.body)
                     .and_then(|t| sdp::parse_audio(&t, &self.sip_call_id).ok());
-                let direction = offer.as_ref().map(|o| o.direction.reverse()).unwrap_or(Direction::SendRecv);
+                let direction = offer
+                    .as_ref()
+                    .map(|o| o.direction.reverse())
+                    .unwrap_or(Direction::SendRecv);
                 if let Some(o) = &offer {
                     let addr = (!o.addr.ip().is_unspecified()).then_some(o.addr);
                     self.bridge.set_remote(addr, o.telephone_event_pt);
@@ -496,16 +547,20 @@ impl WebCall {
                     u64::from(d.sdp_version as u32),
                     d.sdp_version,
                     self.bridge.rtp_addr(),
-                    &[(self.bridge.codec().payload_type(), self.bridge.codec().name())],
+                    &[(
+                        self.bridge.codec().payload_type(),
+                        self.bridge.codec().name(),
+                    )],
                     offer.as_ref().and_then(|o| o.telephone_event_pt),
                     direction,
                     ptime,
                 );
                 let mut ok = response_for(&request, 200, None, None);
-                ok.headers.push(Header::Contact(rsip::headers::Contact::new(format!(
-                    "<{}>",
-                    d.local_contact
-                ))));
+                ok.headers
+                    .push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<{}>",
+                        d.local_contact
+                    ))));
                 let _ = tx.respond(with_body(ok, "application/sdp", answer.into_bytes()));
                 None
             }
@@ -530,7 +585,9 @@ impl WebCall {
 
     fn bye(&mut self) {
         let endpoint = self.shared.endpoint.clone();
-        let Some(d) = self.dialog.as_mut() else { return };
+        let Some(d) = self.dialog.as_mut() else {
+            return;
+        };
         match dialog::make_request(d, rsip::Method::Bye, None) {
             Ok(bye) => match endpoint.send_request(bye, Peer::udp(d.peer)) {
                 Ok(mut ctx) => {

@@ -127,7 +127,10 @@ impl ServerMsg {
 /// Parses a browser message, with an error naming what is wrong.
 pub(crate) fn parse_client(text: &str) -> Result<ClientMsg, String> {
     if text.len() > 64 * 1024 {
-        return Err(format!("message of {} bytes is over the 64 KiB limit", text.len()));
+        return Err(format!(
+            "message of {} bytes is over the 64 KiB limit",
+            text.len()
+        ));
     }
     serde_json::from_str(text).map_err(|e| format!("unreadable message: {e}"))
 }
@@ -150,7 +153,11 @@ mod tests {
             }
         );
         assert!(parse_client(r#"{"type":"bogus"}"#).is_err());
-        assert!(parse_client(r#"{"type":"hold"}"#).unwrap_err().contains("on"));
+        assert!(
+            parse_client(r#"{"type":"hold"}"#)
+                .unwrap_err()
+                .contains("on")
+        );
         assert_eq!(
             ServerMsg::State { state: "talking" }.to_json(),
             r#"{"type":"state","state":"talking"}"#

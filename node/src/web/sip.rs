@@ -10,7 +10,9 @@ use dashmap::DashMap;
 use lingxi_actors::sip::SipError;
 use lingxi_actors::sip::auth::Challenge;
 use lingxi_actors::sip::message::{self, response_for};
-use lingxi_actors::sip::transaction::{Incoming, Peer, ServerTransaction, SipTransportSink, TransactionUser};
+use lingxi_actors::sip::transaction::{
+    Incoming, Peer, ServerTransaction, SipTransportSink, TransactionUser,
+};
 use lingxi_cluster::SipTransport;
 use md5::{Digest as _, Md5};
 use rsip::Header;
@@ -401,7 +403,15 @@ mod tests {
             stale: false,
         };
         let h = ha1("1001", "lingxi", "pass1001");
-        let value = digest_authorization(&challenge, "REGISTER", "sip:lingxi.local", "1001", &h, "cn", 1);
+        let value = digest_authorization(
+            &challenge,
+            "REGISTER",
+            "sip:lingxi.local",
+            "1001",
+            &h,
+            "cn",
+            1,
+        );
         let creds: DigestCredentials =
             lingxi_actors::sip::auth::parse_authorization(&value).expect("parses");
         assert!(verify(&creds, "REGISTER", &h), "{value}");

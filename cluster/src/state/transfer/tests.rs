@@ -72,12 +72,18 @@ fn transfer_to_a_queue_waits_in_arrival_order_and_the_agent_wraps_up() {
     let waiting: Vec<&str> = sm.waiting("cards").map(|c| c.call_id.as_str()).collect();
     assert_eq!(waiting, ["c1"]);
     // A call that arrived later waits behind it even in the same queue.
-    run(&mut sm, vec![arrive("c2", 30), Command::CallQueued {
-        call_id: "c2".into(),
-        queue: "cards".into(),
-        priority: 5,
-        at_ms: 30,
-    }]);
+    run(
+        &mut sm,
+        vec![
+            arrive("c2", 30),
+            Command::CallQueued {
+                call_id: "c2".into(),
+                queue: "cards".into(),
+                priority: 5,
+                at_ms: 30,
+            },
+        ],
+    );
     let waiting: Vec<&str> = sm.waiting("cards").map(|c| c.call_id.as_str()).collect();
     assert_eq!(waiting, ["c1", "c2"]);
 }
