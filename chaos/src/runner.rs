@@ -148,7 +148,8 @@ impl RunConfig {
         )
     }
 
-    fn schedule(&self) -> Vec<PlannedFault> {
+    /// The seeded fault schedule this run injects.
+    pub fn schedule(&self) -> Vec<PlannedFault> {
         schedule::plan(&ScheduleSpec {
             seed: self.seed,
             nodes: self.nodes,
@@ -764,13 +765,18 @@ async fn inject(
                             h.free(&data).unwrap_or(0) >> 10,
                             h.mechanism(f.kind)
                         );
-                        tokio::time::sleep(hold).await;
+                        // The node fails stop when its disk runs low; its service manager
+                        // restarts it, and it refuses to start until the space is back.
+                        let until = load.ms() + hold.as_millis() as u64;
+                        sleep_supervising(&mut cl, &load, &observer, until).await;
                     }
                     Err(e) => error = Some(format!("{e:#}")),
                 }
                 if let Err(e) = h.drain(&data) {
                     error = Some(format!("removing the ballast: {e:#}"));
                 }
+                // Space is back: a node down now starts at once (the service manager retries).
+                sleep_supervising(&mut cl, &load, &observer, 0).await;
             }
         }
         let healed_at_ms = load.ms();

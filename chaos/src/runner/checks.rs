@@ -214,8 +214,11 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
                 }
             }
             if r.status == Some(503) {
-                // The caller was refused: the record must say so, not that it was served.
-                if c.outcome != "switch.refused" || c.answered_ms.is_some() {
+                // The caller was refused: the record must say so, not that it was served —
+                // ended by its owner (`switch.refused`), or, if the owner died first, by the
+                // node that found the caller gone when it tried to resume it.
+                let refused = ["switch.refused", "failover.failed"].contains(&c.outcome.as_str());
+                if !refused || c.answered_ms.is_some() {
                     bad.push(format!(
                         "the caller got 503, the CDR says {} (answered: {})",
                         c.outcome,
