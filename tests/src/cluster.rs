@@ -1165,3 +1165,82 @@ fn tick_ms() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100)
 }
+
+/// A call in conversation through a cluster: the caller and the agent, their dialogs and RTP.
+pub struct ClusterCall {
+    /// The caller's UA.
+    pub caller: TestUa,
+    /// The caller's dialog with the switch.
+    pub leg_a: Dialog,
+    /// The agent's UA.
+    pub agent: TestUa,
+    /// The agent's dialog with the switch.
+    pub leg_b: Dialog,
+    /// The caller's RTP socket.
+    pub rtp_c: Arc<Rtp>,
+    /// The agent's RTP socket.
+    pub rtp_a: Arc<Rtp>,
+}
+
+impl ClusterCall {
+    /// The caller calls 8000 through `caller_node`; agent `agent_id` (registered through
+    /// `agent_node`) answers.
+    pub async fn establish(
+        cl: &Cluster,
+        agent_node: usize,
+        caller_node: usize,
+        agent_id: &str,
+        caller_name: &str,
+    ) -> anyhow::Result<ClusterCall> {
+        let mut agent = cl.agent_ua(agent_node, agent_id).await?;
+        cl.wait_agent_state(caller_node, agent_id, "ready", WAIT)
+            .await?;
+        let (rtp_c, rtp_a) = (Arc::new(Rtp::bind().await?), Arc::new(Rtp::bind().await?));
+        let mut caller = TestUa::new(caller_name, "", cl.sip(caller_node)).await?;
+        let leg_a = caller
+            .call("8000", &rtp_c)
+            .await
+            .with_context(|| format!("calling through {}", cl.name(caller_node)))?;
+        let leg_b = agent.accept(&rtp_a, WAIT).await?;
+        Ok(ClusterCall {
+            caller,
+            leg_a,
+            agent,
+            leg_b,
+            rtp_c,
+            rtp_a,
+        })
+    }
+
+    /// Audio flows both ways: at least 20 of 50 packets each way.
+    pub async fn assert_media(&self, what: &str) -> anyhow::Result<()> {
+        self.rtp_c.reset();
+        self.rtp_a.reset();
+        let (up, down) = crate::exchange(
+            &self.rtp_c,
+            self.leg_a.remote_rtp()?,
+            &self.rtp_a,
+            self.leg_b.remote_rtp()?,
+            50,
+            45,
+            WAIT,
+        )
+        .await?;
+        anyhow::ensure!(
+            up >= 20 && down >= 20,
+            "{what}: {up} of 50 to the agent, {down} of 50 to the caller"
+        );
+        Ok(())
+    }
+
+    /// The caller hangs up; the agent gets BYE, then logs out (unregisters) so the next
+    /// call goes to the agent the test names, not to the longest-idle one.
+    pub async fn hang_up(&mut self) -> anyhow::Result<()> {
+        let r = self.caller.bye(&mut self.leg_a).await?;
+        anyhow::ensure!(r.status == Some(200), "BYE answered {}", r.raw);
+        self.agent.wait_bye(&self.leg_b, WAIT).await?;
+        let r = self.agent.unregister().await?;
+        anyhow::ensure!(r.status == Some(200), "unREGISTER answered {}", r.raw);
+        Ok(())
+    }
+}

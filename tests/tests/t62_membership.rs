@@ -4,85 +4,14 @@
 //! Needs the binary: `cargo build -p lingxi-node` (./test.sh does it).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use lingxi_tests::cluster::{Cluster, FAILOVER_WAIT, START_WAIT, Talker, view_members};
-use lingxi_tests::{Dialog, Rtp, TestUa, WAIT, exchange};
+use lingxi_tests::cluster::{
+    Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker, view_members,
+};
+use lingxi_tests::{Rtp, TestUa, WAIT};
 use serde_json::{Value, json};
-
-/// A call in conversation.
-struct Call {
-    caller: TestUa,
-    leg_a: Dialog,
-    agent: TestUa,
-    leg_b: Dialog,
-    rtp_c: Arc<Rtp>,
-    rtp_a: Arc<Rtp>,
-}
-
-/// The caller calls 8000 through `caller_node`; agent `agent_id` (registered through
-/// `agent_node`) answers.
-async fn establish(
-    cl: &Cluster,
-    agent_node: usize,
-    caller_node: usize,
-    agent_id: &str,
-    caller_name: &str,
-) -> anyhow::Result<Call> {
-    let mut agent = cl.agent_ua(agent_node, agent_id).await?;
-    cl.wait_agent_state(caller_node, agent_id, "ready", WAIT)
-        .await?;
-    let (rtp_c, rtp_a) = (Arc::new(Rtp::bind().await?), Arc::new(Rtp::bind().await?));
-    let mut caller = TestUa::new(caller_name, "", cl.sip(caller_node)).await?;
-    let leg_a = caller
-        .call("8000", &rtp_c)
-        .await
-        .with_context(|| format!("calling through {}", cl.name(caller_node)))?;
-    let leg_b = agent.accept(&rtp_a, WAIT).await?;
-    Ok(Call {
-        caller,
-        leg_a,
-        agent,
-        leg_b,
-        rtp_c,
-        rtp_a,
-    })
-}
-
-impl Call {
-    async fn assert_media(&self, what: &str) -> anyhow::Result<()> {
-        self.rtp_c.reset();
-        self.rtp_a.reset();
-        let (up, down) = exchange(
-            &self.rtp_c,
-            self.leg_a.remote_rtp()?,
-            &self.rtp_a,
-            self.leg_b.remote_rtp()?,
-            50,
-            45,
-            WAIT,
-        )
-        .await?;
-        ensure!(
-            up >= 20 && down >= 20,
-            "{what}: {up} of 50 to the agent, {down} of 50 to the caller"
-        );
-        Ok(())
-    }
-
-    /// The caller hangs up; the agent gets BYE, then logs out (unregisters) so the next
-    /// call goes to the agent the test names, not to the longest-idle one.
-    async fn hang_up(&mut self) -> anyhow::Result<()> {
-        let r = self.caller.bye(&mut self.leg_a).await?;
-        ensure!(r.status == Some(200), "BYE answered {}", r.raw);
-        self.agent.wait_bye(&self.leg_b, WAIT).await?;
-        let r = self.agent.unregister().await?;
-        ensure!(r.status == Some(200), "unREGISTER answered {}", r.raw);
-        Ok(())
-    }
-}
 
 /// Call-IDs of the CDRs node `i` serves.
 async fn cdr_ids(cl: &Cluster, i: usize) -> anyhow::Result<BTreeSet<String>> {
@@ -113,7 +42,7 @@ async fn restarted_node_rejoins_and_catches_up() -> anyhow::Result<()> {
 
 async fn restart_catch_up(cl: &mut Cluster) -> anyhow::Result<()> {
     // A call that completes while n3 is up.
-    let mut first = establish(cl, 2, 0, "1001", "frank").await?;
+    let mut first = Call::establish(cl, 2, 0, "1001", "frank").await?;
     first.assert_media("first call").await?;
     first.hang_up().await?;
     cl.wait_cdrs(2, &first.leg_a.call_id, WAIT).await?;
@@ -121,9 +50,9 @@ async fn restart_catch_up(cl: &mut Cluster) -> anyhow::Result<()> {
     // n3 dies; meanwhile one call completes and another is in conversation.
     cl.kill(2);
     cl.wait_member(0, "n3", false, FAILOVER_WAIT).await?;
-    let mut second = establish(cl, 1, 0, "1002", "grace").await?;
+    let mut second = Call::establish(cl, 1, 0, "1002", "grace").await?;
     second.hang_up().await?;
-    let mut third = establish(cl, 1, 0, "1003", "heidi").await?;
+    let mut third = Call::establish(cl, 1, 0, "1003", "heidi").await?;
     third.assert_media("third call").await?;
 
     cl.restart(2).await?;
@@ -181,7 +110,7 @@ async fn voters(cl: &Cluster, i: usize) -> anyhow::Result<Vec<u64>> {
 
 async fn add_remove(cl: &mut Cluster) -> anyhow::Result<()> {
     // Load: one call in conversation the whole time, both sides talking.
-    let long = establish(cl, 1, 0, "1001", "ivan").await?;
+    let long = Call::establish(cl, 1, 0, "1001", "ivan").await?;
     let _talk_c = Talker::start(long.rtp_c.clone(), long.leg_a.remote_rtp()?);
     let _talk_a = Talker::start(long.rtp_a.clone(), long.leg_b.remote_rtp()?);
 
@@ -235,7 +164,7 @@ async fn add_remove(cl: &mut Cluster) -> anyhow::Result<()> {
     long.assert_media("the long call while n4 joined").await?;
 
     // n4 serves: a call through it, to an agent registered through n3.
-    let mut via4 = establish(cl, 2, n4, "1002", "judy").await?;
+    let mut via4 = Call::establish(cl, 2, n4, "1002", "judy").await?;
     ensure!(
         cl.rtp_owner(via4.leg_a.remote_rtp()?) == Some(n4),
         "n4 owns the call it took"
@@ -271,7 +200,7 @@ async fn add_remove(cl: &mut Cluster) -> anyhow::Result<()> {
         "a removed node refuses new calls with 503, got {}",
         out.response.raw
     );
-    let mut after = establish(cl, 0, 2, "1003", "ken").await?;
+    let mut after = Call::establish(cl, 0, 2, "1003", "ken").await?;
     after.assert_media("a call after n4 left").await?;
     after.hang_up().await?;
     cl.wait_cdrs(1, &after.leg_a.call_id, WAIT).await?;

@@ -10,12 +10,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use lingxi_tests::cluster::{Cluster, FAILOVER_WAIT, START_WAIT, Talker};
-use lingxi_tests::{Dialog, Rtp, TestUa, WAIT, exchange};
+use lingxi_tests::cluster::{Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker};
+use lingxi_tests::WAIT;
 use serde_json::Value;
 
 /// The node whose storage is damaged: n3.
@@ -27,78 +26,6 @@ const NEW_ID: u64 = 4;
 
 /// The exit code of a node whose storage is damaged (`node/src/main.rs`).
 const EXIT_STORAGE_DAMAGED: i32 = 65;
-
-/// A call in conversation.
-struct Call {
-    caller: TestUa,
-    leg_a: Dialog,
-    agent: TestUa,
-    leg_b: Dialog,
-    rtp_c: Arc<Rtp>,
-    rtp_a: Arc<Rtp>,
-}
-
-/// The caller calls 8000 through `caller_node`; agent `agent_id` (registered through
-/// `agent_node`) answers.
-async fn establish(
-    cl: &Cluster,
-    agent_node: usize,
-    caller_node: usize,
-    agent_id: &str,
-    caller_name: &str,
-) -> anyhow::Result<Call> {
-    let mut agent = cl.agent_ua(agent_node, agent_id).await?;
-    cl.wait_agent_state(caller_node, agent_id, "ready", WAIT)
-        .await?;
-    let (rtp_c, rtp_a) = (Arc::new(Rtp::bind().await?), Arc::new(Rtp::bind().await?));
-    let mut caller = TestUa::new(caller_name, "", cl.sip(caller_node)).await?;
-    let leg_a = caller
-        .call("8000", &rtp_c)
-        .await
-        .with_context(|| format!("calling through {}", cl.name(caller_node)))?;
-    let leg_b = agent.accept(&rtp_a, WAIT).await?;
-    Ok(Call {
-        caller,
-        leg_a,
-        agent,
-        leg_b,
-        rtp_c,
-        rtp_a,
-    })
-}
-
-impl Call {
-    async fn assert_media(&self, what: &str) -> anyhow::Result<()> {
-        self.rtp_c.reset();
-        self.rtp_a.reset();
-        let (up, down) = exchange(
-            &self.rtp_c,
-            self.leg_a.remote_rtp()?,
-            &self.rtp_a,
-            self.leg_b.remote_rtp()?,
-            50,
-            45,
-            WAIT,
-        )
-        .await?;
-        ensure!(
-            up >= 20 && down >= 20,
-            "{what}: {up} of 50 to the agent, {down} of 50 to the caller"
-        );
-        Ok(())
-    }
-
-    /// The caller hangs up; the agent gets BYE, then logs out (unregisters) so the next
-    /// call goes to the agent the test names.
-    async fn hang_up(&mut self) -> anyhow::Result<()> {
-        let r = self.caller.bye(&mut self.leg_a).await?;
-        ensure!(r.status == Some(200), "BYE answered {}", r.raw);
-        self.agent.wait_bye(&self.leg_b, WAIT).await?;
-        let r = self.agent.unregister().await?;
-        ensure!(r.status == Some(200), "unREGISTER answered {}", r.raw);
-        Ok(())
-    }
-}
 
 /// Overwrites the middle third of every file in sled's directory `dir` (the data file `db`,
 /// the snapshot file `snap.*`) with pseudo-random bytes, as a failing disk would; returns
@@ -221,7 +148,7 @@ async fn damaged_node_is_rebuilt_from_its_peers() -> anyhow::Result<()> {
 
 async fn rebuild(cl: &mut Cluster) -> anyhow::Result<()> {
     // A call that completes while n3 is healthy: its CDR must come back to the rebuilt n3.
-    let mut first = establish(cl, 1, 0, "1001", "alice").await?;
+    let mut first = Call::establish(cl, 1, 0, "1001", "alice").await?;
     first.assert_media("the first call").await?;
     first.hang_up().await?;
     cl.wait_cdrs(VICTIM, &first.leg_a.call_id, WAIT).await?;
@@ -237,7 +164,7 @@ async fn rebuild(cl: &mut Cluster) -> anyhow::Result<()> {
     let state_dir = cl.nodes[VICTIM].data_dir.join("state");
 
     // The call that talks throughout: owned by n1 (it received it), the agent through n2.
-    let long = establish(cl, 1, 0, "1002", "bob").await?;
+    let long = Call::establish(cl, 1, 0, "1002", "bob").await?;
     ensure!(
         cl.rtp_owner(long.leg_a.remote_rtp()?) == Some(0),
         "n1 relays the long call"
@@ -275,7 +202,7 @@ async fn rebuild(cl: &mut Cluster) -> anyhow::Result<()> {
     eprintln!("n3 on damaged storage said:\n{said}");
 
     // Meanwhile the cluster goes on: a call completes without n3.
-    let mut second = establish(cl, 0, 1, "1003", "carol").await?;
+    let mut second = Call::establish(cl, 0, 1, "1003", "carol").await?;
     second.assert_media("a call while n3 is down").await?;
     second.hang_up().await?;
     cl.wait_cdrs(0, &second.leg_a.call_id, WAIT).await?;
@@ -378,7 +305,7 @@ async fn rebuild(cl: &mut Cluster) -> anyhow::Result<()> {
     long.assert_media("the long call after the rebuild").await?;
 
     // The rebuilt n3 serves a new call end to end.
-    let mut via3 = establish(cl, VICTIM, VICTIM, "1001", "dave").await?;
+    let mut via3 = Call::establish(cl, VICTIM, VICTIM, "1001", "dave").await?;
     ensure!(
         cl.rtp_owner(via3.leg_a.remote_rtp()?) == Some(VICTIM),
         "the rebuilt n3 relays the call it took"
