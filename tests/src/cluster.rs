@@ -1023,6 +1023,15 @@ pub fn view_members(v: &Value) -> Vec<Value> {
     v["members"].as_array().cloned().unwrap_or_default()
 }
 
+/// Voter raft ids in node `i`'s view.
+pub async fn voters(cl: &Cluster, i: usize) -> anyhow::Result<Vec<u64>> {
+    let v = cl.cluster_view(i).await?;
+    Ok(v["raft"]["voters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default())
+}
+
 // ----- SIP and RTP helpers for failover -----
 
 /// Waits for the switch's re-INVITE in dialog `d` (same Call-ID, both tags), answers it 200

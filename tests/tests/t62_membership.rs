@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use lingxi_tests::cluster::{
-    Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker, view_members,
+    Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker, view_members, voters,
 };
 use lingxi_tests::{Rtp, TestUa, WAIT};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Call-IDs of the CDRs node `i` serves.
 async fn cdr_ids(cl: &Cluster, i: usize) -> anyhow::Result<BTreeSet<String>> {
@@ -97,15 +97,6 @@ async fn add_and_remove_a_member_under_load() -> anyhow::Result<()> {
     let mut cl = Cluster::start(3).await?;
     let r = add_remove(&mut cl).await;
     cl.finish(r)
-}
-
-/// Voter raft ids in node `i`'s view.
-async fn voters(cl: &Cluster, i: usize) -> anyhow::Result<Vec<u64>> {
-    let v = cl.cluster_view(i).await?;
-    Ok(v["raft"]["voters"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default())
 }
 
 async fn add_remove(cl: &mut Cluster) -> anyhow::Result<()> {

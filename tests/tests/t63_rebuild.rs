@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use lingxi_tests::cluster::{Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker};
 use lingxi_tests::WAIT;
+use lingxi_tests::cluster::{
+    Cluster, ClusterCall as Call, FAILOVER_WAIT, START_WAIT, Talker, voters,
+};
 use serde_json::Value;
 
 /// The node whose storage is damaged: n3.
@@ -68,15 +70,6 @@ fn damage(dir: &Path) -> anyhow::Result<Vec<String>> {
         damaged.push(format!("{name}: bytes {from}..{} of {len}", from + n));
     }
     Ok(damaged)
-}
-
-/// Voter raft ids in node `i`'s view.
-async fn voters(cl: &Cluster, i: usize) -> anyhow::Result<Vec<u64>> {
-    let v = cl.cluster_view(i).await?;
-    Ok(v["raft"]["voters"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default())
 }
 
 /// Waits until every node in `idx` shows exactly `want` as voters.
