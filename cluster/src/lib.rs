@@ -31,6 +31,6 @@ pub use dialog::{DialogRole, DialogState, SipTransport};
 pub use error::ClusterError;
 pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};
-pub use space::SpaceGuard;
+pub use space::{SpaceGuard, free_bytes};
 pub use state::{Event, StateMachine};
 pub use store::{LogStore, MemStore, SledStore, persist_events};

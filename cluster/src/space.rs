@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Bytes available to an unprivileged process on the filesystem holding `dir` (what `df`
+/// calls "Avail").
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Checks that the filesystem holding `dir` keeps at least `reserve` bytes free.
 #[derive(Debug, Clone)]
 pub struct SpaceGuard {
@@ -30,8 +37,7 @@ impl SpaceGuard {
 
     /// Bytes available to this (unprivileged) process on `dir`'s filesystem.
     pub fn free(&self) -> std::io::Result<u64> {
-        let st = rustix::fs::statvfs(&self.dir)?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        free_bytes(&self.dir)
     }
 
     /// `Err(DiskLow)` when less than the reserve is free. A failing `statvfs` (the directory

@@ -124,6 +124,19 @@ impl SledStore {
     fn writable(&self) -> Result<(), ClusterError> {
         self.guard.as_ref().map_or(Ok(()), SpaceGuard::check)
     }
+
+    /// Stored CDRs, newest first, decoded.
+    fn newest_cdrs(&self) -> impl Iterator<Item = Result<Cdr, ClusterError>> + '_ {
+        self.cdrs.iter().rev().map(|item| {
+            let (k, v) = item.map_err(storage("reading CDRs"))?;
+            let index = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            serde_json::from_slice(&v).map_err(|source| ClusterError::Codec { index, source })
+        })
+    }
 }
 
 impl LogStore for SledStore {
@@ -211,15 +224,8 @@ impl LogStore for SledStore {
 
     fn cdrs(&self, limit: usize, since_ms: Option<u64>) -> Result<Vec<Cdr>, ClusterError> {
         let mut out = Vec::new();
-        for item in self.cdrs.iter().rev() {
-            let (k, v) = item.map_err(storage("reading CDRs"))?;
-            let index = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let cdr: Cdr = serde_json::from_slice(&v)
-                .map_err(|source| ClusterError::Codec { index, source })?;
+        for cdr in self.newest_cdrs() {
+            let cdr = cdr?;
             if since_ms.is_some_and(|s| cdr.ended_ms < s) {
                 continue;
             }
@@ -238,15 +244,8 @@ impl LogStore for SledStore {
     }
 
     fn find_cdr(&self, call_id: &str, scan: usize) -> Result<Option<Cdr>, ClusterError> {
-        for item in self.cdrs.iter().rev().take(scan) {
-            let (k, v) = item.map_err(storage("reading CDRs"))?;
-            let index = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let cdr: Cdr = serde_json::from_slice(&v)
-                .map_err(|source| ClusterError::Codec { index, source })?;
+        for cdr in self.newest_cdrs().take(scan) {
+            let cdr = cdr?;
             if cdr.call_id == call_id {
                 return Ok(Some(cdr));
             }

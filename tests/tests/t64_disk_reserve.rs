@@ -10,20 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use lingxi_tests::cluster::lingxi_binary;
 
-/// Bytes free on `dir`'s filesystem (`df` is in every Debian base image).
-fn free_mib(dir: &std::path::Path) -> anyhow::Result<u64> {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1M"])
-        .arg(dir)
-        .output()
-        .context("running df")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("df said {text:?}"))
-}
-
 #[test]
 fn a_node_refuses_to_start_below_its_disk_reserve() -> anyhow::Result<()> {
     let bin = lingxi_binary()?;
@@ -38,7 +24,7 @@ fn a_node_refuses_to_start_below_its_disk_reserve() -> anyhow::Result<()> {
     )?;
     std::fs::create_dir_all(&data)?;
     // A reserve 1 GiB beyond what is free: the disk counts as nearly full.
-    let reserve = free_mib(dir.path())? + 1024;
+    let reserve = lingxi_cluster::free_bytes(dir.path())? / (1024 * 1024) + 1024;
     let mut child = Command::new(&bin)
         .args(["run", "--config"])
         .arg(&config)

@@ -317,7 +317,7 @@ impl Host {
 
     /// Free bytes on node `data`'s filesystem (for the report).
     pub fn free(&self, data: &Path) -> Option<u64> {
-        free_bytes(data).ok()
+        lingxi_cluster::free_bytes(data).ok()
     }
 
     /// Stops every node and unmounts their filesystems, so the harness can remove its
@@ -480,17 +480,4 @@ fn run(prog: &str, args: &[&str], path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Free bytes at `path` (`df`: no libc needed).
-fn free_bytes(path: &Path) -> anyhow::Result<u64> {
-    let out = Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(path)
-        .output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("df {}", path.display()))
 }

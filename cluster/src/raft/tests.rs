@@ -326,7 +326,7 @@ async fn node_whose_disk_runs_low_fails_stop_and_comes_back_intact() {
     let f = nodes.iter().position(|n| n.id() != l).unwrap();
     let fid = nodes[f].id();
     let dir = dirs[fid as usize - 1].path();
-    let free_mb = crate::SpaceGuard::new(dir, 1).free().unwrap() / (1024 * 1024);
+    let free_mb = crate::free_bytes(dir).unwrap() / (1024 * 1024);
     storages[fid as usize - 1].set_guard(crate::SpaceGuard::new(dir, free_mb + 1024));
     drop(storages); // the nodes hold their own handles; sled unlocks when the last goes
     let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
