@@ -191,7 +191,12 @@ impl Actor for CallActor {
         myself: ActorRef<CallMsg>,
         st: &mut CallState,
     ) -> Result<(), ActorProcessingErr> {
-        if !st.resumed {
+        let unqueued = st.resumed
+            && st.sw.log.read(|sm| {
+                sm.call(&st.call_id)
+                    .is_some_and(|c| c.phase == CallPhase::Routing)
+            });
+        if !st.resumed || unqueued {
             enter_queue(&myself, st, None).await;
         } else if st.phase == Phase::Queued {
             // Keep waiting where it was; the max-wait clock runs from its entry to the queue.
@@ -269,30 +274,36 @@ impl Actor for CallActor {
             CallMsg::Media(_) => {}
             CallMsg::Hangup { outcome } => hang_up(&myself, st, &outcome, "switch").await,
             CallMsg::Fault => panic!("fault injected into call {}", st.call_id),
-            CallMsg::Fence => stop_fenced(&myself, st),
+            CallMsg::Fence => on_fence(&myself, st),
         }
         Ok(())
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<CallMsg>,
+        myself: ActorRef<CallMsg>,
         st: &mut CallState,
     ) -> Result<(), ActorProcessingErr> {
-        forget(st);
+        forget(&myself, st);
         Ok(())
     }
 }
 
-fn forget(st: &CallState) {
-    st.sw.calls.remove(&st.call_id);
+/// Takes this actor's Call-IDs out of the routing table. Only entries that still point at
+/// this actor: a call resumed here again may already have a new actor under the same ids.
+fn forget(myself: &ActorRef<CallMsg>, st: &CallState) {
+    let me = myself.get_id();
+    let drop_mine = |id: &str| {
+        st.sw.calls.remove_if(id, |_, a| a.get_id() == me);
+    };
+    drop_mine(&st.call_id);
     if let Some(b) = &st.b {
-        st.sw.calls.remove(&b.call_id);
+        drop_mine(&b.call_id);
     }
     if let Some(o) = &st.ringing
         && let Ok(id) = message::call_id(&o.invite)
     {
-        st.sw.calls.remove(&id);
+        drop_mine(&id);
     }
 }
 
@@ -1195,6 +1206,25 @@ async fn reinvite(st: &mut CallState, leg: CallLeg, request: rsip::Request, tx: 
     }
 }
 
+/// The node was cut off from the majority when this message was sent. An actor busy at the
+/// time (say, still re-INVITEing the legs of a call it resumes) may read it only after the
+/// node is back in touch and has taken back its orphans, passing over this running call: if
+/// the committed record still names this node the owner, nobody else took the call over, and
+/// stopping now would leave it with no actor anywhere. So a fence that has passed only stops
+/// a call that moved away.
+fn on_fence(myself: &ActorRef<CallMsg>, st: &mut CallState) {
+    let sw = &st.sw;
+    let ours = || {
+        sw.log
+            .read(|sm| sm.call(&st.call_id).is_some_and(|c| c.owner == sw.node_id))
+    };
+    if !sw.is_fenced() && ours() {
+        tracing::info!(call_id = %st.call_id, "the fence passed while this call was busy; still ours, carrying on");
+        return;
+    }
+    stop_fenced(myself, st);
+}
+
 /// Stops the call here at once, silently (no BYE, no CDR): this node lost its lease and the
 /// call resumes on a live node.
 fn stop_fenced(myself: &ActorRef<CallMsg>, st: &mut CallState) {
@@ -1205,6 +1235,9 @@ fn stop_fenced(myself: &ActorRef<CallMsg>, st: &mut CallState) {
     st.media.unbridge();
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
     tracing::warn!(call_id = %st.call_id, "fenced: call stopped here, to resume on a live node");
+    // Out of the routing table now, not at post-stop: the node may be back in touch within
+    // moments, and its hunt for orphans passes over a call that still has an actor.
+    forget(myself, st);
     myself.stop(Some("fenced".into()));
 }
 

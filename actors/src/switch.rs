@@ -437,12 +437,17 @@ impl Switch {
             tracing::debug!(call_id, owner = %record.owner, "not resuming: not ours (any more), fenced, or running");
             return;
         }
-        let queue = record
-            .queue
-            .as_ref()
-            .and_then(|q| self.log.read(|sm| sm.queues().get(q).cloned()));
+        // A call whose owner stopped before its `CallQueued` committed has no queue yet: it
+        // goes where its number routes it, as it would have.
+        let queue = self.log.read(|sm| {
+            match &record.queue {
+                Some(q) => sm.queues().get(q),
+                None => sm.queue_for_user(&record.called),
+            }
+            .cloned()
+        });
         let Some(queue) = queue else {
-            tracing::warn!(call_id, "taken-over call has no queue; ending it");
+            tracing::warn!(call_id, queue = ?record.queue, called = %record.called, "taken-over call has no queue to go to; ending it");
             crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
             return;
         };

@@ -243,6 +243,8 @@ pub struct Cluster {
     proxies: Vec<JoinHandle<()>>,
     /// Set by [`Cluster::finish`] once logs were printed for a failure (not again on drop).
     logs_printed: AtomicBool,
+    /// `cluster.failure_detection_ms` when not the harness's default (14 ticks).
+    detect_ms: Option<u64>,
 }
 
 impl Drop for Cluster {
@@ -284,8 +286,23 @@ impl Cluster {
         Cluster::start_with(1, false).await
     }
 
+    /// Starts `n` clustered nodes whose leader declares a silent node dead only after
+    /// `detect`: a node cut off for less than that loses its lease (it fences itself) but
+    /// keeps its calls.
+    pub async fn start_with_detection(n: usize, detect: Duration) -> anyhow::Result<Cluster> {
+        Cluster::start_inner(n, true, Some(detect.as_millis() as u64)).await
+    }
+
     /// Starts `n` nodes, clustered or (`n` = 1) alone.
     pub async fn start_with(n: usize, clustered: bool) -> anyhow::Result<Cluster> {
+        Cluster::start_inner(n, clustered, None).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        clustered: bool,
+        detect_ms: Option<u64>,
+    ) -> anyhow::Result<Cluster> {
         if !clustered && n != 1 {
             bail!("only one node can run without [cluster]");
         }
@@ -307,6 +324,7 @@ impl Cluster {
             }),
             proxies: Vec::new(),
             logs_printed: AtomicBool::new(false),
+            detect_ms,
         };
         for _ in 0..n {
             cl.allocate_node().await?;
@@ -465,7 +483,7 @@ skills = {{ support = 5 }}
             rtp_max = n.rtp.1,
             clustered = self.clustered,
             tick_ms = tick_ms(),
-            detect_ms = tick_ms() * 14,
+            detect_ms = self.detect_ms.unwrap_or(tick_ms() * 14),
             raft_id = n.raft_id,
             raft = n.raft_listen,
             peers = peers.join(", "),
@@ -1044,12 +1062,33 @@ pub async fn answer_reinvite(
     rtp: &Rtp,
     timeout: Duration,
 ) -> anyhow::Result<SipMsg> {
+    let inv = wait_reinvite(ua, d, timeout).await?;
+    accept_reinvite(ua, d, rtp, inv, timeout).await
+}
+
+/// Waits for a re-INVITE in dialog `d` without answering it.
+pub async fn wait_reinvite(
+    ua: &mut TestUa,
+    d: &Dialog,
+    timeout: Duration,
+) -> anyhow::Result<SipMsg> {
     let cid = d.call_id.clone();
-    let inv = ua
-        .wait_for(&format!("a re-INVITE in {cid}"), timeout, |m| {
-            m.is_request("INVITE") && m.call_id() == cid && m.to_tag().is_some()
-        })
-        .await?;
+    ua.wait_for(&format!("a re-INVITE in {cid}"), timeout, |m| {
+        m.is_request("INVITE") && m.call_id() == cid && m.to_tag().is_some()
+    })
+    .await
+}
+
+/// Answers re-INVITE `inv` (got by [`wait_reinvite`]) with 200 and our SDP on `rtp`,
+/// waits for its ACK, and moves `d` to the new target and SDP.
+pub async fn accept_reinvite(
+    ua: &mut TestUa,
+    d: &mut Dialog,
+    rtp: &Rtp,
+    inv: SipMsg,
+    timeout: Duration,
+) -> anyhow::Result<SipMsg> {
+    let cid = d.call_id.clone();
     let offer = inv
         .sdp()
         .ok_or_else(|| anyhow!("re-INVITE without a readable SDP offer: {}", inv.raw))?;

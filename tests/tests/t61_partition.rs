@@ -1,7 +1,8 @@
 //! A node cut off from the majority (all its Raft traffic dropped by the harness's proxies)
 //! stops serving its calls and refuses new ones with 503; the majority resumes its calls;
 //! no call is relayed by two nodes at once; after the cut heals the node rejoins and takes
-//! new calls again.
+//! new calls again. A node cut off briefly (not declared dead) takes its own calls back, even
+//! when it is cut off again while it re-INVITEs their legs.
 //!
 //! Needs the binary: `cargo build -p lingxi-node` (./test.sh does it).
 
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use lingxi_tests::cluster::{
-    Cluster, FAILOVER_WAIT, Talker, answer_reinvite, first_from_new_source, view_leader,
+    Cluster, ClusterCall, FAILOVER_WAIT, Talker, accept_reinvite, answer_reinvite,
+    first_from_new_source, view_leader, wait_reinvite,
 };
 use lingxi_tests::{Dialog, Rtp, TestUa, WAIT, exchange};
 
@@ -222,4 +224,86 @@ async fn partition(cl: &mut Cluster, b: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A follower owns a call and is cut off twice, each time for less than the failure detection
+/// (so nobody takes its call over): after the first cut it takes the call back with a
+/// re-INVITE to each leg; the second cut comes while those re-INVITEs wait for their answers.
+/// The fence reaches the call's actor only once the node is back and the answers came: the
+/// call is still the node's own, so it must carry on (found by the chaos suite: the actor
+/// stopped, nobody resumed the call, the caller heard silence and got 481 to BYE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_cut_off_again_while_taking_back_its_call_keeps_it() -> anyhow::Result<()> {
+    let cl = Cluster::start_with_detection(3, Duration::from_secs(120)).await?;
+    let r = async {
+        let leader = leader_index(&cl).await?;
+        let b = (0..3).find(|i| *i != leader).expect("a follower");
+        eprintln!("owner and cut-off node: {}", cl.name(b));
+        let mut call = ClusterCall::establish(&cl, leader, b, "1001", "carol").await?;
+        ensure!(
+            cl.rtp_owner(call.leg_a.remote_rtp()?) == Some(b),
+            "{} relays the call it took",
+            cl.name(b)
+        );
+        call.assert_media("before the cuts").await?;
+
+        cl.cut(b);
+        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+        cl.heal(b);
+        // Back in touch, the node takes its call back: a re-INVITE to each leg, held here.
+        let inv_a = wait_reinvite(&mut call.caller, &call.leg_a, FAILOVER_WAIT)
+            .await
+            .context("caller leg, after the first cut")?;
+        let inv_b = wait_reinvite(&mut call.agent, &call.leg_b, FAILOVER_WAIT)
+            .await
+            .context("agent leg, after the first cut")?;
+        ensure!(
+            sender_node(&cl, &inv_a) == Some(b) && sender_node(&cl, &inv_b) == Some(b),
+            "the owner takes its call back: re-INVITEs from {} and {}",
+            inv_a.source,
+            inv_b.source
+        );
+        cl.cut(b);
+        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+        cl.heal(b);
+        cl.wait_healthy(b, true, FAILOVER_WAIT).await?;
+        accept_reinvite(&mut call.caller, &mut call.leg_a, &call.rtp_c, inv_a, WAIT)
+            .await
+            .context("caller leg")?;
+        accept_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, inv_b, WAIT)
+            .await
+            .context("agent leg")?;
+        ensure!(
+            cl.rtp_owner(call.leg_a.remote_rtp()?) == Some(b)
+                && cl.rtp_owner(call.leg_b.remote_rtp()?) == Some(b),
+            "the owner relays the call again"
+        );
+        // Once resumed, the actor reads the fence that waited in its mailbox.
+        lingxi_tests::wait_for("the resumed call to read its fence", WAIT, || async {
+            (!cl.log_lines(b, "the fence passed while this call was busy").is_empty()
+                || !cl.log_lines(b, "fenced: call stopped here").is_empty())
+            .then_some(())
+        })
+        .await?;
+        call.assert_media("after the second cut").await?;
+        let owner = cl.call_owner(leader, &call.leg_a.call_id).await?;
+        ensure!(
+            owner.as_deref() == Some(cl.name(b)),
+            "the call is still {}'s: {owner:?}",
+            cl.name(b)
+        );
+        let call_id = call.leg_a.call_id.clone();
+        call.hang_up().await?;
+        for i in 0..3 {
+            let cdrs = cl.wait_cdrs(i, &call_id, WAIT).await?;
+            ensure!(
+                cdrs.len() == 1 && cdrs[0]["ended_by"] == "caller",
+                "{}: one CDR, ended by the caller: {cdrs:#?}",
+                cl.name(i)
+            );
+        }
+        Ok(())
+    }
+    .await;
+    cl.finish(r)
 }
