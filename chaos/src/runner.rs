@@ -349,7 +349,13 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     }
     let fin = settle_and_read(&cl, &load, &names).await;
 
-    let calls = load.calls.lock().unwrap().clone();
+    let mut calls = load.calls.lock().unwrap().clone();
+    let late = checks::reconcile(&mut calls, &fin);
+    if late > 0 {
+        say(&format!(
+            "chaos: {late} hang-up(s) answered 481 on a retry; their CDRs say the caller's BYE ended them"
+        ));
+    }
     let legs = load.legs.lock().unwrap().clone();
     let hist = History {
         calls: &calls,

@@ -73,6 +73,32 @@ fn union(stores: &BTreeMap<String, Vec<Cdr>>) -> BTreeMap<String, BTreeMap<u64, 
     u
 }
 
+/// Settles how the calls whose hang-up was answered only by a 481 ended
+/// ([`CallEnd::ByeUnconfirmed`]): a CDR saying the caller ended the call means one of our
+/// BYEs did it (its 200 came after we stopped waiting), a normal hang-up; anything else is
+/// a hang-up that failed. Returns how many were confirmed by their CDR.
+pub fn reconcile(calls: &mut [CallRecord], f: &Final) -> usize {
+    let all = union(&f.stores);
+    let mut confirmed = 0;
+    for r in calls.iter_mut() {
+        let CallEnd::ByeUnconfirmed(detail) = &r.end else {
+            continue;
+        };
+        let by_caller = r
+            .call_id
+            .as_ref()
+            .and_then(|cid| all.get(cid))
+            .is_some_and(|cs| cs.values().any(|c| c.ended_by == "caller"));
+        r.end = if by_caller {
+            confirmed += 1;
+            CallEnd::CallerBye
+        } else {
+            CallEnd::ByeFailed(format!("{detail}, and no CDR says the caller ended it"))
+        };
+    }
+    confirmed
+}
+
 /// Runs every post-run check; returns violations and the counts.
 pub fn check_all(h: &History<'_>, f: &Final) -> (Vec<Violation>, Counts) {
     let mut counts = Counts::default();
@@ -604,6 +630,40 @@ mod tests {
         ]);
         let (v, c) = check(&[call(1, "a"), refused], &[leg("a")], &one);
         assert_eq!(c.cdrs_missing, 1, "{v:#?}");
+    }
+
+    #[test]
+    fn a_hang_up_answered_481_on_a_retry_counts_only_if_a_cdr_says_the_caller_ended_it() {
+        let unconfirmed = |seq, cid| {
+            let mut c = call(seq, cid);
+            c.end = CallEnd::ByeUnconfirmed("1 BYE(s) went unanswered, then one was answered 481".into());
+            c
+        };
+        let mut by_switch = cdr(2, "b", 11);
+        by_switch.ended_by = "switch".into();
+        by_switch.outcome = "failover.failed".into();
+        let f = fin(&[
+            ("n1", vec![cdr(1, "a", 10), by_switch.clone()]),
+            ("n2", vec![cdr(1, "a", 10), by_switch]),
+        ]);
+        let mut calls = vec![unconfirmed(1, "a"), unconfirmed(2, "b"), unconfirmed(3, "c")];
+        assert_eq!(reconcile(&mut calls, &f), 1);
+        assert_eq!(calls[0].end, CallEnd::CallerBye, "its CDR: ended by the caller");
+        for r in &calls[1..] {
+            assert!(
+                matches!(&r.end, CallEnd::ByeFailed(d) if d.contains("no CDR says the caller ended it")),
+                "{:?}",
+                r.end
+            );
+        }
+        let (v, _) = check(&calls[..2], &[leg("a")], &f);
+        assert!(
+            v.iter().any(|v| v.invariant == "no_call_lost"
+                && v.detail.contains("could not hang up")
+                && v.detail.contains("(c2)")),
+            "{v:#?}"
+        );
+        assert!(!v.iter().any(|v| v.detail.contains("(c1)")), "{v:#?}");
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub enum CallEnd {
     /// Our BYE never got a 200 (timeouts, 481) within the failover window: the call is gone
     /// from the switch while the caller still held it.
     ByeFailed(String),
+    /// A BYE went unanswered within our wait and a later one was answered 481: the dialog
+    /// was gone by then, ended perhaps by that first BYE (its 200 came late, or was lost),
+    /// perhaps before. The caller takes the 481 as the end (RFC 3261 12.2.1.2); the CDRs
+    /// decide which it was ([`crate::runner::checks::reconcile`]).
+    ByeUnconfirmed(String),
 }
 
 /// Everything one caller saw.
@@ -341,7 +346,9 @@ async fn follow_call(load: &Load, plan: &CallPlan, rec: &mut CallRecord) -> anyh
         .insert(d.call_id.clone(), LiveCall::default());
     media.begin(d.remote_rtp()?);
     let result = converse(load, plan, rec, &mut ua, &mut d, &media).await;
-    rec.media = media.end();
+    if let Some(m) = media.end() {
+        rec.media = m;
+    }
     result
 }
 
@@ -388,19 +395,32 @@ async fn converse(
             return Ok(());
         }
     }
-    // Hang up; a failover may be under way, so keep taking re-INVITEs and retrying until the
-    // failover window is over.
+    // Hang up: the caller stops its audio and expects none from here on. A failover may be
+    // under way, so keep taking re-INVITEs and retrying until the failover window is over.
+    if let Some(m) = media.end() {
+        rec.media = m;
+    }
     let deadline = Instant::now() + load.failover_window;
     ua.timeout = Duration::from_secs(4);
     let mut last = String::new();
+    let mut unanswered = 0;
     while Instant::now() < deadline {
         match ua.bye(d).await {
             Ok(r) if r.status == Some(200) => {
                 rec.end = CallEnd::CallerBye;
                 return Ok(());
             }
+            Ok(r) if r.status == Some(481) && unanswered > 0 => {
+                rec.end = CallEnd::ByeUnconfirmed(format!(
+                    "{unanswered} BYE(s) went unanswered, then one was answered 481"
+                ));
+                return Ok(());
+            }
             Ok(r) => last = format!("BYE answered {}", r.status.unwrap_or(0)),
-            Err(e) => last = format!("BYE: {}", first_line(&format!("{e}"))),
+            Err(e) => {
+                unanswered += 1;
+                last = format!("BYE: {}", first_line(&format!("{e}")));
+            }
         }
         // Whatever came meanwhile (a re-INVITE from the new owner, its BYE).
         let settle = Instant::now() + Duration::from_millis(500);
@@ -653,7 +673,7 @@ fn acked(load: &Load, l: &mut Leg) {
 fn finish_leg(load: &Load, media: &Media, mut l: Leg, how: &'static str) {
     l.rec.ended_by = how;
     l.rec.ended_ms = load.ms();
-    l.rec.media = media.end();
+    l.rec.media = media.end().unwrap_or_default();
     {
         let mut h = load.holders.lock().unwrap();
         if h.get(&l.rec.a_call) == Some(&l.rec.agent) {

@@ -203,8 +203,14 @@ impl Media {
 
     /// The call moved (a re-INVITE with new SDP `remote`): the old owner must go quiet.
     pub fn moved(&self, remote: SocketAddr) {
-        *self.dest.lock().unwrap() = Some(remote);
+        // Locks in `end`'s order: destination, then watch.
+        let mut dest = self.dest.lock().unwrap();
         let mut w = self.watch.lock().unwrap();
+        if !w.active {
+            // Hung up already: a late re-INVITE moves nothing (our audio stopped).
+            return;
+        }
+        *dest = Some(remote);
         let now = Instant::now();
         let new_owner = w.node_of(remote);
         if new_owner != w.owner {
@@ -214,18 +220,19 @@ impl Media {
         w.owner_since = now;
     }
 
-    /// Stops sending and watching; returns what the call's media looked like.
-    pub fn end(&self) -> CallMedia {
+    /// Stops sending and watching; returns what the call's media looked like (`None`: it
+    /// was not being watched, or already ended).
+    pub fn end(&self) -> Option<CallMedia> {
         *self.dest.lock().unwrap() = None;
         let mut w = self.watch.lock().unwrap();
         if !w.active {
-            return CallMedia::default();
+            return None;
         }
         let silence = Instant::now()
             .saturating_duration_since(w.last_rx)
             .as_millis() as u64;
         w.call.longest_silence_ms = w.call.longest_silence_ms.max(silence);
         w.active = false;
-        std::mem::take(&mut w.call)
+        Some(std::mem::take(&mut w.call))
     }
 }
