@@ -1413,7 +1413,16 @@ async fn resume(
         });
     }
     for u in updates {
-        sw.propose_firmly(u).await?;
+        if let Err(e) = sw.propose_firmly(u).await {
+            // Not resumed after all (say, a fence came): the ids must not look like a running
+            // call to whoever takes the call back next.
+            let me = myself.get_id();
+            sw.calls.remove_if(&a.call_id, |_, r| r.get_id() == me);
+            if let Some(b) = &b {
+                sw.calls.remove_if(&b.call_id, |_, r| r.get_id() == me);
+            }
+            return Err(e.into());
+        }
     }
     let mut events = media.take_events();
     let me = myself.clone();

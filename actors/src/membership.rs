@@ -66,6 +66,7 @@ impl Switch {
         if self.fenced.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.fence_epoch.fetch_add(1, Ordering::AcqRel);
         self.media.gate().open_until(None);
         tracing::warn!(node = %self.node_id, "cut off from the majority: stopping this node's calls (they resume on a live node)");
         metrics::counter!("lingxi_fenced_total").increment(1);

@@ -54,6 +54,11 @@ pub struct Switch {
     member_sup: OnceLock<ActorRef<SupMsg>>,
     /// Set while this node is cut off from the majority: it serves no calls.
     pub(crate) fenced: AtomicBool,
+    /// How many times this node was fenced: a resumption that saw it change was cut short
+    /// by a fence, not refused by its call.
+    pub(crate) fence_epoch: std::sync::atomic::AtomicU64,
+    /// Calls being resumed here now (one attempt per call at a time).
+    resuming: dashmap::DashSet<String>,
     /// SIP UDP, SIP TCP and HTTP addresses, for re-announcing after a cut.
     pub(crate) addresses: parking_lot::Mutex<(
         Option<std::net::SocketAddr>,
@@ -95,6 +100,8 @@ impl Switch {
             member_sup: OnceLock::new(),
             spawn_lock: tokio::sync::Mutex::new(()),
             fenced: AtomicBool::new(false),
+            fence_epoch: std::sync::atomic::AtomicU64::new(0),
+            resuming: dashmap::DashSet::new(),
             redirect_to: parking_lot::Mutex::new(None),
             addresses: parking_lot::Mutex::new((None, None, None)),
             shutting_down: AtomicBool::new(false),
@@ -426,16 +433,61 @@ impl Switch {
         }
     }
 
-    /// Resumes a call this node took over from a dead one (re-INVITEs both legs).
+    /// Resumes a call this node took over from a dead one (re-INVITEs both legs). A fence
+    /// that cuts the attempt short does not end the call: it is still this node's, and is
+    /// tried again once the node is back in touch (here, or by [`Switch::resume_orphans`]).
     async fn resume_call(self: Arc<Self>, call_id: &str) {
+        for _ in 0..RESUME_ATTEMPTS {
+            if !self.resuming.insert(call_id.to_string()) {
+                return; // another task is resuming it
+            }
+            let epoch = self.fence_epoch.load(Ordering::Acquire);
+            let outcome = self.clone().resume_once(call_id).await;
+            self.resuming.remove(call_id);
+            match outcome {
+                Resumption::Done => return,
+                Resumption::Failed
+                    if self.fence_epoch.load(Ordering::Acquire) == epoch && !self.is_fenced() =>
+                {
+                    crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
+                    return;
+                }
+                // Cut short by a fence. Still fenced: the unfencing takes the orphans back
+                // (this call among them: no actor, not being resumed). Back already: that
+                // hunt may have passed this call by while this attempt ran, so try again.
+                Resumption::Failed if self.is_fenced() => {
+                    tracing::info!(
+                        call_id,
+                        "resuming cut short by a fence; taken back once in touch again"
+                    );
+                    return;
+                }
+                Resumption::Failed => {
+                    tracing::info!(
+                        call_id,
+                        "resuming cut short by a fence that has passed; trying again"
+                    );
+                }
+            }
+        }
+        tracing::warn!(
+            call_id,
+            attempts = RESUME_ATTEMPTS,
+            "resuming kept being cut short; ending the call"
+        );
+        crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
+    }
+
+    /// One attempt at [`Switch::resume_call`].
+    async fn resume_once(self: Arc<Self>, call_id: &str) -> Resumption {
         let Some(record) = self.log.read(|sm| sm.call(call_id).cloned()) else {
-            return;
+            return Resumption::Done;
         };
         // The record may have moved on since the event (another NodeDown applied in the same
         // catch-up), and a fenced node serves nothing: only the current owner resumes, once.
         if record.owner != self.node_id || self.is_fenced() || self.calls.contains_key(call_id) {
             tracing::debug!(call_id, owner = %record.owner, "not resuming: not ours (any more), fenced, or running");
-            return;
+            return Resumption::Done;
         }
         // A call whose owner stopped before its `CallQueued` committed has no queue yet: it
         // goes where its number routes it, as it would have.
@@ -449,10 +501,10 @@ impl Switch {
         let Some(queue) = queue else {
             tracing::warn!(call_id, queue = ?record.queue, called = %record.called, "taken-over call has no queue to go to; ending it");
             crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
-            return;
+            return Resumption::Done;
         };
         let Some(sup) = self.call_sup.get() else {
-            return;
+            return Resumption::Done;
         };
         tracing::info!(
             call_id,
@@ -464,9 +516,12 @@ impl Switch {
             record: Box::new(record),
             queue,
         };
-        if let Err(e) = Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
-            tracing::warn!(call_id, error = %e, "resuming failed");
-            crate::call::end_call_from_record(&self, call_id, "failover.failed").await;
+        match Actor::spawn_linked(None, CallActor, args, sup.get_cell()).await {
+            Ok(_) => Resumption::Done,
+            Err(e) => {
+                tracing::warn!(call_id, error = %e, "resuming failed");
+                Resumption::Failed
+            }
         }
     }
 
@@ -507,6 +562,18 @@ impl Switch {
             tracing::debug!(error = %e, "call not started (refused or failed during set-up)");
         }
     }
+}
+
+/// Attempts at resuming one call that fences may cut short before it is given up.
+const RESUME_ATTEMPTS: usize = 3;
+
+/// How one attempt at resuming a call went.
+enum Resumption {
+    /// Resumed, ended, or not this node's to resume.
+    Done,
+    /// The call actor did not start (a leg refused its re-INVITE, or its dialogs could not
+    /// be stored).
+    Failed,
 }
 
 /// The transaction user: routes every incoming request to the actor that owns it.

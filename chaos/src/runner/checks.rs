@@ -636,7 +636,9 @@ mod tests {
     fn a_hang_up_answered_481_on_a_retry_counts_only_if_a_cdr_says_the_caller_ended_it() {
         let unconfirmed = |seq, cid| {
             let mut c = call(seq, cid);
-            c.end = CallEnd::ByeUnconfirmed("1 BYE(s) went unanswered, then one was answered 481".into());
+            c.end = CallEnd::ByeUnconfirmed(
+                "1 BYE(s) went unanswered, then one was answered 481".into(),
+            );
             c
         };
         let mut by_switch = cdr(2, "b", 11);
@@ -646,9 +648,17 @@ mod tests {
             ("n1", vec![cdr(1, "a", 10), by_switch.clone()]),
             ("n2", vec![cdr(1, "a", 10), by_switch]),
         ]);
-        let mut calls = vec![unconfirmed(1, "a"), unconfirmed(2, "b"), unconfirmed(3, "c")];
+        let mut calls = vec![
+            unconfirmed(1, "a"),
+            unconfirmed(2, "b"),
+            unconfirmed(3, "c"),
+        ];
         assert_eq!(reconcile(&mut calls, &f), 1);
-        assert_eq!(calls[0].end, CallEnd::CallerBye, "its CDR: ended by the caller");
+        assert_eq!(
+            calls[0].end,
+            CallEnd::CallerBye,
+            "its CDR: ended by the caller"
+        );
         for r in &calls[1..] {
             assert!(
                 matches!(&r.end, CallEnd::ByeFailed(d) if d.contains("no CDR says the caller ended it")),
