@@ -7,7 +7,7 @@
 //!   `Instant` (tokio's timers) runs on, as an NTP step or a resumed VM does.
 //! - **Disk full** — each node's data directory is its own small ext4 filesystem on a loop
 //!   device (real `ENOSPC`, real fsync); the fault fills it with a ballast file growing at
-//!   40 MiB/s (see [`FILL_STEP`]) until no block is free, the heal
+//!   80 MiB/s (see [`FILL_STEP`]) until no block is free, the heal
 //!   deletes it. Needs root (mount); without it the fault is skipped and the report says so.
 //! - **Slow fsync** — the kernel here has no device-mapper (no `dm-delay`), so a tiny
 //!   interposer, compiled with `cc` and preloaded into every node, makes each `fsync`,
@@ -29,15 +29,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// Size of each node's data filesystem (sparse image; a run's data stays well below, and the
-/// node keeps its default `node.min_free_disk_mb` of 64 MiB free).
-const DISK_MIB: u64 = 256;
+/// Size of each node's data filesystem (sparse image). A node's Raft log and CDRs grow with
+/// the calls it carried; the node keeps its default `node.min_free_disk_mb` of 64 MiB free.
+/// 256 MiB ran out after ~29 minutes of load with every fault kind (BENCHMARKS.md).
+const DISK_MIB: u64 = 512;
 
-/// How fast the ballast grows: 2 MiB every 50 ms, 40 MiB/s. A disk fills over time (recordings,
-/// logs); 40 MiB/s is a burst thousands of recordings could not write. The node's free-space
-/// guard catches any rate below its reserve per sled flush interval (64 MiB / 200 ms); filling
-/// in one syscall would instead test a race no disk shows.
-const FILL_STEP: u64 = 2 << 20;
+/// How fast the ballast grows: 4 MiB every 50 ms, 80 MiB/s (a full disk in about 6 s). A disk
+/// fills over time (recordings, logs); 80 MiB/s is a burst thousands of recordings could not
+/// write. The node's free-space guard catches any rate below its reserve per sled flush
+/// interval (64 MiB / 200 ms); filling in one syscall would instead test a race no disk shows.
+const FILL_STEP: u64 = 4 << 20;
 const FILL_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The fsync interposer (see the module docs). Raw syscalls for its own I/O and sleep, so
