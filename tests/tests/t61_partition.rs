@@ -277,13 +277,17 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
         );
         cl.cut(b);
         cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+        if !answer_while_cut {
+            cl.heal(b);
+            cl.wait_healthy(b, true, FAILOVER_WAIT).await?;
+        }
+        accept_reinvite(&mut call.caller, &mut call.leg_a, &call.rtp_c, inv_a, WAIT)
+            .await
+            .context("caller leg")?;
+        accept_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, inv_b, WAIT)
+            .await
+            .context("agent leg")?;
         if answer_while_cut {
-            accept_reinvite(&mut call.caller, &mut call.leg_a, &call.rtp_c, inv_a, WAIT)
-                .await
-                .context("caller leg")?;
-            accept_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, inv_b, WAIT)
-                .await
-                .context("agent leg")?;
             lingxi_tests::wait_for(
                 "the cut-off owner to give its attempt up",
                 FAILOVER_WAIT,
@@ -313,14 +317,6 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
                 ib.source
             );
         } else {
-            cl.heal(b);
-            cl.wait_healthy(b, true, FAILOVER_WAIT).await?;
-            accept_reinvite(&mut call.caller, &mut call.leg_a, &call.rtp_c, inv_a, WAIT)
-                .await
-                .context("caller leg")?;
-            accept_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, inv_b, WAIT)
-                .await
-                .context("agent leg")?;
             // Once resumed, the actor reads the fence that waited in its mailbox.
             lingxi_tests::wait_for("the resumed call to read its fence", WAIT, || async {
                 (!cl.log_lines(b, "the fence passed while this call was busy")
