@@ -259,7 +259,10 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let end_ms = base + cfg.duration.as_millis() as u64;
     say(&format!("chaos: {} agents ready; load begins", cfg.agents));
 
-    let observer = Arc::new(Observer::new(names.clone()));
+    let observer = Arc::new(Observer::new(
+        names.clone(),
+        cl.nodes.iter().map(|p| p.data_dir.clone()).collect(),
+    ));
     let stop_poll = Arc::new(AtomicBool::new(false));
     let poller = {
         let (obs, load, stop) = (observer.clone(), load.clone(), stop_poll.clone());
@@ -348,6 +351,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         }
     }
     let fin = settle_and_read(&cl, &load, &names).await;
+    observer.weigh_data(true).await;
 
     let mut calls = load.calls.lock().unwrap().clone();
     let late = checks::reconcile(&mut calls, &fin);
@@ -468,6 +472,7 @@ fn build_report(
         netem_frames_dropped: netem.dropped(),
         agent_recoveries: *load.agent_recoveries.lock().unwrap(),
         poll_rounds: observer.rounds.load(Ordering::Relaxed),
+        data_dir_bytes: observer.disk_by_node(),
         transient_double_claims: transient,
         invariants_held: violations.is_empty(),
         invariants,

@@ -2,13 +2,18 @@
 //! its cluster view (healthy? applied and commit index) and its live calls. From that:
 //! indexes never go back (`no_rollback`), no call is claimed by two healthy nodes
 //! (`single_owner`), and no node's state has an agent on two calls (`single_offer`).
+//! Every [`DISK_EVERY`] rounds it also weighs each node's data directory: how much a node's
+//! storage grows under load is a figure of the report, not a guess.
 
 use super::load::Load;
 use lingxi_chaos::invariants::Violation;
 use lingxi_chaos::invariants::no_rollback::{NoRollback, ProgressSample};
 use lingxi_chaos::invariants::single_owner;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -16,6 +21,52 @@ use std::time::Duration;
 
 /// How long one poll of one node may take (a frozen node never answers).
 const POLL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Rounds between two weighings of the data directories (60 × 0.5 s: every 30 s).
+const DISK_EVERY: u64 = 60;
+
+/// What one node's data directory held on disk (allocated bytes, the runner's ballast
+/// files left out) over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiskUse {
+    /// At the first weighing, when the load began.
+    pub start: u64,
+    /// The most seen at any weighing.
+    pub peak: u64,
+    /// After the run, once the cluster settled.
+    pub end: u64,
+    /// `end` by top-level entry of the data directory (`raft`, `state`, `recordings`...):
+    /// which store grew.
+    pub end_by_dir: BTreeMap<String, u64>,
+}
+
+/// Bytes allocated on disk under `dir`, in all and by top-level entry, leaving out the
+/// runner's own files there (`chaos-ballast*`, ext4's `lost+found`). What cannot be read
+/// (a file removed while walking) counts as nothing.
+pub fn disk_use(dir: &Path) -> (u64, BTreeMap<String, u64>) {
+    fn walk(p: &Path) -> u64 {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        let own = m.blocks() * 512;
+        if !m.is_dir() {
+            return own;
+        }
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return own;
+        };
+        own + rd.flatten().map(|e| walk(&e.path())).sum::<u64>()
+    }
+    let mut by = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("chaos-ballast") || name == "lost+found" {
+            continue;
+        }
+        by.insert(name, walk(&e.path()));
+    }
+    (by.values().sum(), by)
+}
 
 /// One node's answers in one round.
 struct NodeView {
@@ -35,6 +86,10 @@ struct NodeView {
 pub struct Observer {
     /// Node names, by index.
     names: Vec<String>,
+    /// Their data directories, by index (weighed every [`DISK_EVERY`] rounds).
+    data_dirs: Vec<PathBuf>,
+    /// What each data directory held, by index.
+    disk: Mutex<Vec<DiskUse>>,
     /// Which run of each node (1 at start, +1 per restart).
     pub incarnation: Vec<AtomicU32>,
     /// Rounds polled.
@@ -52,10 +107,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// An observer of nodes `names`.
-    pub fn new(names: Vec<String>) -> Observer {
+    /// An observer of nodes `names`, whose data directories are `data_dirs`.
+    pub fn new(names: Vec<String>, data_dirs: Vec<PathBuf>) -> Observer {
         Observer {
             incarnation: names.iter().map(|_| AtomicU32::new(1)).collect(),
+            disk: Mutex::new(vec![DiskUse::default(); names.len()]),
+            data_dirs,
             names,
             rounds: AtomicU64::new(0),
             rollback: Mutex::new(NoRollback::new()),
@@ -73,8 +130,44 @@ impl Observer {
         }
     }
 
+    /// Weighs every node's data directory; `last`: the weighing after the run.
+    pub async fn weigh_data(&self, last: bool) {
+        let dirs = self.data_dirs.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || {
+            dirs.iter().map(|d| disk_use(d)).collect::<Vec<_>>()
+        })
+        .await
+        else {
+            return;
+        };
+        let mut disk = self.disk.lock().unwrap();
+        let first = self.rounds.load(Ordering::Relaxed) == 0;
+        for (u, (total, by)) in disk.iter_mut().zip(now) {
+            if first {
+                u.start = total;
+            }
+            u.peak = u.peak.max(total);
+            if last {
+                u.end = total;
+                u.end_by_dir = by;
+            }
+        }
+    }
+
+    /// What each node's data directory held, by node name.
+    pub fn disk_by_node(&self) -> BTreeMap<String, DiskUse> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.disk.lock().unwrap().iter().cloned())
+            .collect()
+    }
+
     /// Polls every node that is up, once, and checks what came back.
     pub async fn round(&self, load: &Arc<Load>) {
+        if self.rounds.load(Ordering::Relaxed) % DISK_EVERY == 0 {
+            self.weigh_data(false).await;
+        }
         let down = load.down.lock().unwrap().clone();
         let mut set = tokio::task::JoinSet::new();
         for (i, d) in down.iter().enumerate() {
@@ -187,5 +280,33 @@ impl Observer {
             }
         }
         *prev = double;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_use_counts_each_store_and_leaves_the_ballast_out() {
+        let dir = std::env::temp_dir().join(format!("lingxi-disk-use-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("raft/blobs")).unwrap();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::write(dir.join("raft/db"), vec![7u8; 64 << 10]).unwrap();
+        std::fs::write(dir.join("raft/blobs/1"), vec![7u8; 32 << 10]).unwrap();
+        std::fs::write(dir.join("state/db"), vec![7u8; 16 << 10]).unwrap();
+        std::fs::write(dir.join("chaos-ballast"), vec![7u8; 256 << 10]).unwrap();
+        // A sparse file weighs what it allocates, not its length.
+        std::fs::File::create(dir.join("state/sparse"))
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let (total, by) = disk_use(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(by.keys().collect::<Vec<_>>(), ["raft", "state"], "{by:?}");
+        assert!(by["raft"] >= 96 << 10 && by["raft"] < 160 << 10, "{by:?}");
+        assert!(by["state"] >= 16 << 10 && by["state"] < 1 << 20, "{by:?}");
+        assert_eq!(total, by["raft"] + by["state"]);
     }
 }

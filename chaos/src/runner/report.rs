@@ -1,6 +1,7 @@
 //! The run's report: JSON (the interface scripts rely on) and a short Markdown summary.
 
 use super::load::{AgentLeg, CallRecord};
+use super::observe::DiskUse;
 use super::schedule::FaultKind;
 use lingxi_chaos::invariants::Violation;
 use serde::Serialize;
@@ -142,6 +143,10 @@ pub struct Report {
     pub invariants: BTreeMap<&'static str, usize>,
     /// Every violation, first first.
     pub violations: Vec<Violation>,
+    /// What each node's data directory held on disk (bytes): at the start, at its peak, at
+    /// the end and by store at the end. The chaos disks and `node.min_free_disk_mb` are sized
+    /// by it.
+    pub data_dir_bytes: BTreeMap<String, DiskUse>,
     /// Every call as its caller saw it (written to `<report>.calls.json`, not the report).
     #[serde(skip)]
     pub calls: Vec<CallRecord>,
@@ -222,6 +227,27 @@ impl Report {
             h.p50,
             h.max
         );
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let disks: Vec<String> = self
+            .data_dir_bytes
+            .iter()
+            .map(|(node, u)| {
+                let by: Vec<String> = u
+                    .end_by_dir
+                    .iter()
+                    .filter(|(_, b)| **b > 0)
+                    .map(|(d, b)| format!("{d} {:.1}", mib(*b)))
+                    .collect();
+                format!(
+                    "{node} {:.1} → {:.1} (peak {:.1}; {})",
+                    mib(u.start),
+                    mib(u.end),
+                    mib(u.peak),
+                    by.join(", ")
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "\nData directories, MiB on disk: {}.", disks.join("; "));
         s
     }
 }
