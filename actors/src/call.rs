@@ -272,7 +272,9 @@ impl Actor for CallActor {
                 tracing::debug!(call_id = %st.call_id, ?leg, %digit, "DTMF");
             }
             CallMsg::Media(_) => {}
-            CallMsg::Hangup { outcome } => hang_up(&myself, st, &outcome, "switch").await,
+            CallMsg::Hangup { outcome } => {
+                hang_up(&myself, st, &outcome, "switch").await;
+            }
             CallMsg::Fault => panic!("fault injected into call {}", st.call_id),
             CallMsg::Fence => on_fence(&myself, st),
         }
@@ -623,7 +625,9 @@ async fn overflow(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str)
                 let _ = me.cast(CallMsg::Hangup { outcome: out });
             });
         }
-        None => hang_up(myself, st, outcome, "switch").await,
+        None => {
+            hang_up(myself, st, outcome, "switch").await;
+        }
     }
 }
 
@@ -1045,7 +1049,6 @@ async fn in_dialog_request(
     }
     match request.method {
         Method::Bye => {
-            let _ = tx.respond(response_for(&request, 200, None, None));
             let (outcome, by) = match (leg, st.phase) {
                 (CallLeg::A, Phase::Talking) => ("call.completed", "caller"),
                 (CallLeg::A, Phase::Closing) => ("queue.timeout", "caller"),
@@ -1056,7 +1059,20 @@ async fn in_dialog_request(
                 .closing_outcome
                 .take()
                 .unwrap_or_else(|| outcome.to_string());
-            hang_up(myself, st, &outcome, by).await;
+            // Answered once the end is on the record. A node cut off from the majority cannot
+            // record it, and the call resumes on a live node: a 200 from here would leave the
+            // caller gone and the call running on (found by the chaos suite). 503 asks for the
+            // BYE again; the caller's retry reaches whoever owns the call by then.
+            let resp = if hang_up(myself, st, &outcome, by).await {
+                response_for(&request, 200, None, None)
+            } else {
+                let why = Some("Cut off from the cluster majority; retry");
+                let mut r = response_for(&request, 503, why, None);
+                r.headers
+                    .push(Header::RetryAfter(rsip::headers::RetryAfter::new("1")));
+                r
+            };
+            let _ = tx.respond(resp);
         }
         Method::Invite | Method::Update => reinvite(st, leg, request, tx).await,
         Method::Refer if leg == CallLeg::B => transfer::refer(myself, st, request, tx).await,
@@ -1241,18 +1257,53 @@ fn stop_fenced(myself: &ActorRef<CallMsg>, st: &mut CallState) {
     myself.stop(Some("fenced".into()));
 }
 
-/// Ends the call: BYE (or CANCEL) to whichever legs are up, CDR through `CallEnded`, stop.
-/// On a fenced node it only stops: the call may already run elsewhere, and neither a BYE nor a
-/// CDR from here may contradict the node that owns it now.
-async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, ended_by: &str) {
+/// Ends the call: CDR through `CallEnded`, then BYE (or CANCEL) to whichever legs are up,
+/// stop. On a fenced node it only stops: the call may already run elsewhere, and neither a
+/// BYE nor a CDR from here may contradict the node that owns it now. Likewise when the node
+/// is cut off while the end is being committed: the call resumes on a live node with both
+/// legs up, so nothing is torn down here before the end is on the record. Returns false
+/// when the call was left to resume elsewhere that way.
+async fn hang_up(
+    myself: &ActorRef<CallMsg>,
+    st: &mut CallState,
+    outcome: &str,
+    ended_by: &str,
+) -> bool {
     if st.phase == Phase::Ended {
-        return;
+        return true;
     }
     if st.sw.is_fenced() {
         stop_fenced(myself, st);
-        return;
+        return false;
     }
     let was = st.phase;
+    let cmd = Command::CallEnded {
+        call_id: st.call_id.clone(),
+        outcome: outcome.to_string(),
+        ended_by: ended_by.to_string(),
+        wrapup_secs: st.queue.wrapup_secs,
+        at_ms: now_ms(),
+    };
+    if let Err(e) = st.sw.propose_firmly(cmd).await {
+        if st.sw.is_fenced() {
+            tracing::warn!(call_id = %st.call_id, error = %e, "CallEnded not committed before this node was cut off; the call resumes elsewhere");
+            let mut legs = Vec::new();
+            if ended_by != "caller" {
+                legs.push(st.a.clone());
+            }
+            if ended_by != "agent" {
+                legs.extend(st.b.clone());
+            }
+            tokio::spawn(bye_if_ended_after_all(
+                st.sw.clone(),
+                st.call_id.clone(),
+                legs,
+            ));
+            stop_fenced(myself, st);
+            return false;
+        }
+        tracing::error!(call_id = %st.call_id, error = %e, "CallEnded not committed");
+    }
     st.phase = Phase::Ended;
     if let Some(mut o) = st.ringing.take() {
         if let Some(c) = o.cancel.take() {
@@ -1270,16 +1321,6 @@ async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, 
     }
     st.media.unbridge();
     let _ = st.media.stop_recording();
-    let cmd = Command::CallEnded {
-        call_id: st.call_id.clone(),
-        outcome: outcome.to_string(),
-        ended_by: ended_by.to_string(),
-        wrapup_secs: st.queue.wrapup_secs,
-        at_ms: now_ms(),
-    };
-    if let Err(e) = st.sw.propose_firmly(cmd).await {
-        tracing::error!(call_id = %st.call_id, error = %e, "CallEnded not committed");
-    }
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
     tracing::info!(call_id = %st.call_id, outcome, ended_by, was = ?was, "call ended");
     // Let a late answer from a cancelled offer still be ACKed and hung up before we stop.
@@ -1291,6 +1332,29 @@ async fn hang_up(myself: &ActorRef<CallMsg>, st: &mut CallState, outcome: &str, 
             tokio::time::sleep(Duration::from_secs(5)).await;
             me.stop(None);
         });
+    }
+    true
+}
+
+/// A hang-up whose `CallEnded` the node was cut off before seeing commit may have committed
+/// all the same: then no node resumes the call, and the legs the hang-up would have sent BYE
+/// to stay up. Once the node is back in touch (waiting at most a minute), if the record no
+/// longer holds the call, BYE them from here. (If another node resumed and ended it
+/// meanwhile, these BYEs meet a dialog already gone: a 481, harmless.)
+async fn bye_if_ended_after_all(sw: Arc<Switch>, call_id: String, mut legs: Vec<DialogState>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sw.is_fenced() {
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if sw.log.read(|sm| sm.call(&call_id).is_some()) {
+        return;
+    }
+    tracing::info!(%call_id, legs = legs.len(), "the end committed after the cut after all; hanging up the other leg");
+    for d in &mut legs {
+        send_in_dialog(&sw, d, Method::Bye);
     }
 }
 

@@ -223,7 +223,11 @@ pub fn check_cdrs(h: &History<'_>, f: &Final, counts: &mut Counts) -> Vec<Violat
                         r.reinvites.len()
                     ));
                 }
-                if r.reinvites.is_empty() && c.failovers > 0 {
+                // A move the caller never heard of is right only when the caller's BYE beat
+                // the new owner's re-INVITE: the record then says the caller ended the call
+                // (and `cdr_times` holds it to the caller's duration). Ended any other way,
+                // the caller's hang-up was lost and the call ran on without it.
+                if r.reinvites.is_empty() && c.failovers > 0 && c.ended_by != "caller" {
                     bad.push(format!(
                         "{} failover(s), the caller took no re-INVITE",
                         c.failovers
@@ -630,6 +634,30 @@ mod tests {
         ]);
         let (v, c) = check(&[call(1, "a"), refused], &[leg("a")], &one);
         assert_eq!(c.cdrs_missing, 1, "{v:#?}");
+    }
+
+    #[test]
+    fn a_move_the_caller_never_heard_of_is_right_only_if_the_callers_bye_ended_the_call() {
+        let mut raced = cdr(1, "a", 10);
+        raced.failovers = 1;
+        raced.outcome = "failover.resumed".into();
+        // The caller's BYE was answered 200, yet the call ran on after a move and was ended
+        // by the switch when the caller did not take its re-INVITE.
+        let mut lost = cdr(2, "b", 11);
+        lost.failovers = 1;
+        lost.outcome = "failover.failed".into();
+        lost.ended_by = "switch".into();
+        let f = fin(&[
+            ("n1", vec![raced.clone(), lost.clone()]),
+            ("n2", vec![raced, lost]),
+        ]);
+        let (v, _) = check(&[call(1, "a"), call(2, "b")], &[leg("a"), leg("b")], &f);
+        let took_none: Vec<_> = v
+            .iter()
+            .filter(|v| v.detail.contains("the caller took no re-INVITE"))
+            .collect();
+        assert_eq!(took_none.len(), 1, "{v:#?}");
+        assert!(took_none[0].detail.contains("(c2)"), "{v:#?}");
     }
 
     #[test]
