@@ -733,7 +733,28 @@ impl Switch {
             | rsip::Method::Bye
             | rsip::Method::Update
             | rsip::Method::Info => {
-                let _ = tx.respond(response_for(&request, 481, None, None));
+                // No actor here, but the replicated record still holds the call: it is being
+                // resumed (on this node once back in touch, or on another). A 481 would end
+                // the dialog at the phone, and a hang-up with it; 503 asks for the request
+                // again, and a retry reaches whoever serves the call by then.
+                let call_id = message::call_id(&request).unwrap_or_default();
+                let live = self.log.read(|sm| {
+                    sm.call(&call_id).is_some()
+                        || sm
+                            .calls()
+                            .values()
+                            .any(|c| c.b_leg.as_ref().is_some_and(|b| b.call_id == call_id))
+                });
+                let resp = if live {
+                    let why = Some("Call being resumed on another node; retry");
+                    let mut r = response_for(&request, 503, why, None);
+                    r.headers
+                        .push(Header::RetryAfter(rsip::headers::RetryAfter::new("1")));
+                    r
+                } else {
+                    response_for(&request, 481, None, None)
+                };
+                let _ = tx.respond(resp);
             }
             _ => {
                 let mut resp = response_for(&request, 405, None, None);

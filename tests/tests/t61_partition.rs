@@ -353,3 +353,63 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
     .await;
     cl.finish(r)
 }
+
+/// The caller hangs up while its call's owner is cut off. The owner cannot put the end on
+/// the record, so it answers 503 (Retry-After) instead of 200: it used to answer 200 and
+/// forget the hang-up, and the majority resumed a call nobody was on any more (found by the
+/// chaos suite: `failover.failed` CDRs for calls the caller had ended). The retry, once the
+/// majority has resumed the call, ends it there: the agent gets its BYE, and every node one
+/// CDR, ended by the caller, `failover.resumed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hanging_up_on_a_cut_off_owner_is_asked_to_retry() -> anyhow::Result<()> {
+    let cl = Cluster::start(3).await?;
+    let r = async {
+        let leader = leader_index(&cl).await?;
+        let b = (0..3).find(|i| *i != leader).expect("a follower");
+        eprintln!("owner and cut-off node: {}", cl.name(b));
+        let mut call = ClusterCall::establish(&cl, leader, b, "1001", "carol").await?;
+        call.assert_media("before the cut").await?;
+        let call_id = call.leg_a.call_id.clone();
+
+        cl.cut(b);
+        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+        let r = call.caller.bye(&mut call.leg_a).await?;
+        ensure!(
+            r.status == Some(503) && r.header("Retry-After").is_some(),
+            "BYE to the cut-off owner: {}",
+            r.raw
+        );
+        let (ra, rb) = tokio::join!(
+            answer_reinvite(
+                &mut call.caller,
+                &mut call.leg_a,
+                &call.rtp_c,
+                FAILOVER_WAIT
+            ),
+            answer_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, FAILOVER_WAIT),
+        );
+        let (ia, ib) = (ra.context("caller leg")?, rb.context("agent leg")?);
+        let owner = sender_node(&cl, &ia);
+        ensure!(
+            owner.is_some_and(|n| n != b) && sender_node(&cl, &ib) == owner,
+            "the majority resumes the call the caller is leaving: {} and {}",
+            ia.source,
+            ib.source
+        );
+        call.hang_up().await.context("the caller's BYE, again")?;
+        for i in (0..3).filter(|i| *i != b) {
+            let cdrs = cl.wait_cdrs(i, &call_id, WAIT).await?;
+            ensure!(
+                cdrs.len() == 1
+                    && cdrs[0]["ended_by"] == "caller"
+                    && cdrs[0]["outcome"] == "failover.resumed",
+                "{}: one CDR, the caller's hang-up after a move: {cdrs:#?}",
+                cl.name(i)
+            );
+        }
+        cl.heal(b);
+        Ok(())
+    }
+    .await;
+    cl.finish(r)
+}
