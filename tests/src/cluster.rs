@@ -1281,6 +1281,19 @@ impl ClusterCall {
         Ok(())
     }
 
+    /// Answers the re-INVITEs a node that resumes the call sends to both legs (within
+    /// `within` each); returns them, caller's first.
+    pub async fn answer_reinvites(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<(crate::SipMsg, crate::SipMsg)> {
+        let (ra, rb) = tokio::join!(
+            answer_reinvite(&mut self.caller, &mut self.leg_a, &self.rtp_c, within),
+            answer_reinvite(&mut self.agent, &mut self.leg_b, &self.rtp_a, within),
+        );
+        Ok((ra.context("caller leg")?, rb.context("agent leg")?))
+    }
+
     /// The caller hangs up; the agent gets BYE, then logs out (unregisters) so the next
     /// call goes to the agent the test names, not to the longest-idle one.
     pub async fn hang_up(&mut self) -> anyhow::Result<()> {

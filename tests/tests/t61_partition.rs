@@ -297,19 +297,10 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
             )
             .await?;
             cl.heal(b);
-            let (ra, rb) = tokio::join!(
-                answer_reinvite(
-                    &mut call.caller,
-                    &mut call.leg_a,
-                    &call.rtp_c,
-                    FAILOVER_WAIT
-                ),
-                answer_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, FAILOVER_WAIT),
-            );
-            let (ia, ib) = (
-                ra.context("caller leg, taken back again")?,
-                rb.context("agent leg, taken back again")?,
-            );
+            let (ia, ib) = call
+                .answer_reinvites(FAILOVER_WAIT)
+                .await
+                .context("taken back again")?;
             ensure!(
                 sender_node(&cl, &ia) == Some(b) && sender_node(&cl, &ib) == Some(b),
                 "the owner takes its call back again: re-INVITEs from {} and {}",
@@ -379,16 +370,7 @@ async fn caller_hanging_up_on_a_cut_off_owner_is_asked_to_retry() -> anyhow::Res
             "BYE to the cut-off owner: {}",
             r.raw
         );
-        let (ra, rb) = tokio::join!(
-            answer_reinvite(
-                &mut call.caller,
-                &mut call.leg_a,
-                &call.rtp_c,
-                FAILOVER_WAIT
-            ),
-            answer_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, FAILOVER_WAIT),
-        );
-        let (ia, ib) = (ra.context("caller leg")?, rb.context("agent leg")?);
+        let (ia, ib) = call.answer_reinvites(FAILOVER_WAIT).await?;
         let owner = sender_node(&cl, &ia);
         ensure!(
             owner.is_some_and(|n| n != b) && sender_node(&cl, &ib) == owner,
