@@ -51,6 +51,13 @@ pub enum ClusterError {
         #[source]
         source: sled::Error,
     },
+    /// A snapshot file beside sled is missing, unreadable or does not match the length and
+    /// SHA-256 sled recorded for it: the storage is damaged.
+    #[error("{detail} / 快照文件损坏")]
+    SnapshotFile {
+        /// What is wrong, naming the file.
+        detail: String,
+    },
     /// The filesystem holding the node's storage is nearly full: writing stops before it
     /// fills (sled cannot be trusted to survive `ENOSPC` mid-write).
     #[error(

@@ -8,6 +8,7 @@
 //! - `state`: the pure state machine, `apply(index, command) -> events`.
 //! - `store`: the [`LogStore`] trait; sled in production, memory in tests.
 //! - `space`: [`SpaceGuard`], which stops storage writing before its disk fills.
+//! - `snapfile`: snapshots in files of their own beside sled (sled keeps their checksums).
 //! - `log`: [`ReplicatedLog`], where commands are proposed and applied state is read.
 //!   On one node it commits by writing to storage.
 //! - `handle`: [`Log`], one handle over both.
@@ -22,6 +23,7 @@ mod handle;
 mod log;
 pub mod model;
 pub mod raft;
+mod snapfile;
 mod space;
 mod state;
 mod store;

@@ -88,7 +88,8 @@ impl RaftError {
     }
 }
 
-/// Whether `e` is sled reporting corrupted data (a checksum that does not match), as opposed
+/// Whether `e` is sled reporting corrupted data (a checksum that does not match) or a damaged
+/// snapshot file, as opposed
 /// to a failure a retry or a restart may cure (I/O, a full disk).
 pub fn is_corruption(e: &ClusterError) -> bool {
     matches!(
@@ -96,7 +97,7 @@ pub fn is_corruption(e: &ClusterError) -> bool {
         ClusterError::Storage {
             source: sled::Error::Corruption { .. },
             ..
-        }
+        } | ClusterError::SnapshotFile { .. }
     )
 }
 

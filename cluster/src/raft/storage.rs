@@ -17,12 +17,12 @@
 
 use super::RaftError;
 use crate::error::ClusterError;
+use crate::snapfile;
 use crate::space::SpaceGuard;
 use ::raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use ::raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use parking_lot::RwLock;
 use protobuf::Message as _;
-use sha2::{Digest as _, Sha256};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,23 +148,12 @@ impl Disk {
         batch: &mut sled::Batch,
     ) -> Result<(), RaftError> {
         let path = snapshot_path(&self.dir, meta);
-        let io = |source| RaftError::Io {
+        snapfile::write(&path, data).map_err(|source| RaftError::Io {
             what: format!("writing the snapshot file {}", path.display()),
             source,
-        };
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(data).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        })?;
         batch.insert(SNAPSHOT_META, encode("snapshot metadata", meta)?);
-        batch.insert(SNAPSHOT_FILE, snapshot_record(data));
+        batch.insert(SNAPSHOT_FILE, snapfile::record(data));
         batch.remove(SNAPSHOT_DATA);
         let old_path = snapshot_path(&self.dir, old);
         if old.index > 0 && old_path != path {
@@ -176,38 +165,7 @@ impl Disk {
 
 /// The file holding the snapshot taken at `meta`.
 fn snapshot_path(dir: &Path, meta: &SnapshotMetadata) -> PathBuf {
-    dir.join(format!("snapshot-{:020}-{}.data", meta.index, meta.term))
-}
-
-/// sled's record of a snapshot file: its length and SHA-256.
-fn snapshot_record(data: &[u8]) -> Vec<u8> {
-    let mut r = (data.len() as u64).to_be_bytes().to_vec();
-    r.extend_from_slice(&Sha256::digest(data));
-    r
-}
-
-/// Reads the snapshot file sled's `record` describes; a missing, short or altered file
-/// means the node's storage is damaged.
-fn read_snapshot_file(
-    dir: &Path,
-    meta: &SnapshotMetadata,
-    record: &[u8],
-) -> Result<Vec<u8>, RaftError> {
-    let path = snapshot_path(dir, meta);
-    let data = std::fs::read(&path).map_err(|e| RaftError::Corrupt {
-        detail: format!("cannot read the snapshot file {}: {e}", path.display()),
-    })?;
-    if snapshot_record(&data) != record {
-        return Err(RaftError::Corrupt {
-            detail: format!(
-                "the snapshot file {} ({} bytes) does not match the length and SHA-256 \
-                 recorded for it",
-                path.display(),
-                data.len()
-            ),
-        });
-    }
-    Ok(data)
+    snapfile::path(dir, &format!("{:020}-{}", meta.index, meta.term))
 }
 
 fn storage_err(what: &'static str) -> impl FnOnce(sled::Error) -> ClusterError {
@@ -300,22 +258,15 @@ impl RaftStorage {
         if let Some(b) = get(SNAPSHOT_META)? {
             let meta = decode::<SnapshotMetadata>("snapshot metadata", &b)?;
             snapshot.data = match get(SNAPSHOT_FILE)? {
-                Some(record) => read_snapshot_file(dir, &meta, &record)?,
+                Some(record) => snapfile::read(&snapshot_path(dir, &meta), &record)
+                    .map_err(|detail| RaftError::Corrupt { detail })?,
                 None => get(SNAPSHOT_DATA)?.map(|d| d.to_vec()).unwrap_or_default(),
             }
             .into();
             snapshot.set_metadata(meta);
         }
         // Files of snapshots replaced before the replacement was synced, or half written.
-        let current = snapshot_path(dir, snapshot.get_metadata());
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with("snapshot-") && e.path() != current {
-                if let Err(err) = std::fs::remove_file(e.path()) {
-                    tracing::warn!(file = %e.path().display(), %err, "cannot delete an old snapshot file");
-                }
-            }
-        }
+        snapfile::remove_others(dir, Some(&snapshot_path(dir, snapshot.get_metadata())));
         let mut log = VecDeque::new();
         for item in entries.iter() {
             let (_, v) = item.map_err(storage_err("reading raft_entries"))?;
@@ -551,11 +502,7 @@ impl RaftStorage {
                 .map_err(storage_err("flushing the raft storage"))?;
             // sled's record of the newest snapshot is durable: the files it replaced can go.
             for f in std::mem::take(&mut disk.stale) {
-                if let Err(err) = std::fs::remove_file(&f)
-                    && err.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(file = %f.display(), %err, "cannot delete an old snapshot file");
-                }
+                snapfile::remove(&f);
             }
             if let Some(path) = &disk.marker
                 && disk.marker_at.is_none_or(|t| t.elapsed() >= MARKER_EVERY)
