@@ -67,6 +67,17 @@ pub struct Switch {
     )>,
     /// Where new callers should go instead (a less loaded live member), when placement says so.
     pub(crate) redirect_to: parking_lot::Mutex<Option<std::net::SocketAddr>>,
+    /// Calls other nodes ended lately with legs still to hang up (applied when, owner, call,
+    /// dialogs): if the owner is declared dead just after, it may have died before sending
+    /// those BYEs (see [`hang_up_for_the_dead`]).
+    recent_ends: parking_lot::Mutex<
+        std::collections::VecDeque<(
+            tokio::time::Instant,
+            String,
+            String,
+            Vec<lingxi_cluster::DialogState>,
+        )>,
+    >,
     /// Serializes starting queue and agent actors (start-up and the pump both may ask).
     spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
@@ -103,6 +114,7 @@ impl Switch {
             fence_epoch: std::sync::atomic::AtomicU64::new(0),
             resuming: dashmap::DashSet::new(),
             redirect_to: parking_lot::Mutex::new(None),
+            recent_ends: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             addresses: parking_lot::Mutex::new((None, None, None)),
             shutting_down: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -766,6 +778,43 @@ impl Switch {
     }
 }
 
+/// How long a call another node ended is remembered in case its owner turns out dead.
+const RECENT_ENDS_KEPT: Duration = Duration::from_secs(10);
+
+/// Node `dead` was declared dead. Calls it ended within the failure-detection time before
+/// (plus half a second) may have ended on the record without their BYEs leaving it: the
+/// owner ends a call on the record first and hangs up the legs after, and a node failing
+/// stop on a full disk died in between (the chaos suite: the agent stayed in a call whose
+/// caller had hung up, and was offered the next). One survivor, the first live member by
+/// name, sends those BYEs; if the owner had sent them, they meet a dialog already gone (481).
+fn hang_up_for_the_dead(sw: &Arc<Switch>, dead: &str) {
+    let first_alive = sw.log.read(|sm| {
+        sm.members()
+            .values()
+            .find(|m| m.alive && m.node != dead)
+            .map(|m| m.node.clone())
+    });
+    if first_alive.as_deref() != Some(sw.node_id.as_str()) {
+        return;
+    }
+    let window = Duration::from_millis(sw.config.cluster.failure_detection_ms + 500);
+    let now = tokio::time::Instant::now();
+    let ends: Vec<(String, Vec<lingxi_cluster::DialogState>)> = {
+        let mut recent = sw.recent_ends.lock();
+        let (theirs, rest): (Vec<_>, Vec<_>) = recent
+            .drain(..)
+            .partition(|e| e.1 == dead && now - e.0 <= window);
+        recent.extend(rest);
+        theirs.into_iter().map(|e| (e.2, e.3)).collect()
+    };
+    for (call_id, mut legs) in ends {
+        tracing::info!(%call_id, owner = dead, legs = legs.len(), "the call's owner died just after ending it: hanging up its legs from here");
+        for d in &mut legs {
+            crate::call::send_in_dialog(sw, d, rsip::Method::Bye);
+        }
+    }
+}
+
 /// Turns applied log entries into work: kicks queues when calls wait or agents become ready,
 /// starts actors for new queues and agents, starts wrap-up timers.
 async fn pump(
@@ -858,6 +907,19 @@ async fn pump(
                     // serving now; the watcher re-announces once the majority hears us.
                     sw.fence();
                 }
+                Event::MemberChanged { node, alive: false } => hang_up_for_the_dead(&sw, node),
+                Event::CallLegsToHangUp {
+                    call_id,
+                    owner,
+                    legs,
+                } if *owner != sw.node_id => {
+                    let now = tokio::time::Instant::now();
+                    let mut recent = sw.recent_ends.lock();
+                    while recent.front().is_some_and(|e| now - e.0 > RECENT_ENDS_KEPT) {
+                        recent.pop_front();
+                    }
+                    recent.push_back((now, owner.clone(), call_id.clone(), legs.clone()));
+                }
                 Event::AgentWrapUp { id, call_id, secs } => {
                     // As after a call's end: every node arms it; the command is idempotent.
                     if let Some(actor) = sw.agents.get(id).map(|a| a.clone()) {
@@ -870,6 +932,7 @@ async fn pump(
                 Event::CallChanged { .. }
                 | Event::CallOwnerChanged { .. }
                 | Event::MemberChanged { .. }
+                | Event::CallLegsToHangUp { .. }
                 | Event::CdrAnnotated { .. } => {}
             }
         }

@@ -65,6 +65,17 @@ pub enum Event {
     },
     /// A call ended and its CDR was written.
     CallEnded(Cdr),
+    /// A call ended with legs its owner still has to send BYE to (the party that hung up
+    /// needs none). Comes just before its [`Event::CallEnded`]. Should the owner die before
+    /// sending them, the survivors do (`actors/src/switch.rs`).
+    CallLegsToHangUp {
+        /// The call.
+        call_id: String,
+        /// The node that ended it.
+        owner: String,
+        /// The dialogs, as last committed.
+        legs: Vec<crate::DialogState>,
+    },
     /// An agent transferred a call away and starts its wrap-up now, for `secs`.
     AgentWrapUp {
         /// Agent id.
@@ -672,6 +683,22 @@ impl StateMachine {
                 unwait(&mut self.waiting, &call);
                 let disposition = self.dispositions.remove(call_id);
                 let mut events = Vec::new();
+                let legs: Vec<crate::DialogState> = [
+                    (ended_by != "caller").then_some(&call.a_leg),
+                    (ended_by != "agent").then_some(&call.b_leg),
+                ]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .cloned()
+                .collect();
+                if !legs.is_empty() {
+                    events.push(Event::CallLegsToHangUp {
+                        call_id: call_id.clone(),
+                        owner: call.owner.clone(),
+                        legs,
+                    });
+                }
                 if let Some(agent_id) = &call.agent
                     && let Some(agent) = self.agents.get_mut(agent_id)
                     && agent.call_id.as_deref() == Some(call_id)

@@ -348,6 +348,16 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     assert_eq!(cdr.agent.as_deref(), Some("1001"));
     assert_eq!((cdr.wait_secs, cdr.talk_secs), (3.5, 60.0));
     assert_eq!(cdr.recording.as_deref(), Some("/r/a.wav"));
+    // The caller hung up: the agent's leg is the one left to hang up, just before the CDR.
+    let at = |f: &dyn Fn(&Event) -> bool| events.iter().position(f);
+    let legs = at(&|e| {
+        matches!(e, Event::CallLegsToHangUp { call_id, legs, .. }
+            if call_id == "a" && legs.len() == 1 && legs[0].call_id == "b-leg")
+    });
+    assert!(
+        legs.is_some() && legs < at(&|e| matches!(e, Event::CallEnded(_))),
+        "{events:#?}"
+    );
     assert!(sm.call("a").is_none());
     let a = sm.agent_by_id("1001").unwrap();
     assert_eq!((a.state, a.calls_answered), (AgentState::WrapUp, 1));
