@@ -73,3 +73,43 @@ pub(crate) fn remove(file: &Path) {
         tracing::warn!(file = %file.display(), %err, "cannot delete an old snapshot file");
     }
 }
+
+/// What the storage tests of both stores use to weigh snapshots on disk.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    /// Bytes allocated under `dir`.
+    pub(crate) fn bytes_on_disk(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    bytes_on_disk(&e.path())
+                } else {
+                    m.blocks() * 512
+                }
+            })
+            .sum()
+    }
+
+    /// A 600 KB snapshot that does not compress to nothing.
+    pub(crate) fn snapshot_bytes() -> Vec<u8> {
+        (0..600_000u64).map(|i| (i * 7919 % 251) as u8).collect()
+    }
+
+    /// The snapshot files in `dir`, sorted.
+    pub(crate) fn snapshot_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(super::PREFIX))
+            .collect();
+        v.sort();
+        v
+    }
+}

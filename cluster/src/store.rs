@@ -333,22 +333,7 @@ impl LogStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn on_disk(dir: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let m = e.metadata().unwrap();
-                if m.is_dir() {
-                    on_disk(&e.path())
-                } else {
-                    m.blocks() * 512
-                }
-            })
-            .sum()
-    }
+    use crate::snapfile::testing::{bytes_on_disk as on_disk, snapshot_bytes, snapshot_files};
 
     /// Kept in sled, each snapshot leaked about a tenth of itself (sled rewrote the page
     /// holding it as a new blob): 5.4 MB after 80 snapshots of 600 KB.
@@ -356,7 +341,7 @@ mod tests {
     fn one_snapshot_file_however_many_snapshots_and_a_damaged_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        let snapshot: Vec<u8> = (0..600_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+        let snapshot = snapshot_bytes();
         for round in 1..=80u64 {
             s.save_snapshot(round * 100, &snapshot).unwrap();
             s.flush().unwrap();
@@ -366,12 +351,7 @@ mod tests {
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.load_snapshot().unwrap(), Some((8000, snapshot.clone())));
-        let files: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("snapshot-"))
-            .collect();
+        let files = snapshot_files(dir.path());
         assert_eq!(files, [format!("snapshot-{:020}.data", 8000)]);
         let file = dir.path().join(&files[0]);
         std::fs::write(&file, &snapshot[..1000]).unwrap();

@@ -639,6 +639,7 @@ impl Storage for RaftStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapfile::testing::{bytes_on_disk as on_disk, snapshot_bytes, snapshot_files};
 
     fn entry(index: u64, term: u64) -> Entry {
         let mut e = Entry::default();
@@ -735,23 +736,6 @@ mod tests {
         assert_eq!(s.term(20).unwrap(), 4);
     }
 
-    /// Bytes allocated under `dir`.
-    fn on_disk(dir: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let m = e.metadata().unwrap();
-                if m.is_dir() {
-                    on_disk(&e.path())
-                } else {
-                    m.blocks() * 512
-                }
-            })
-            .sum()
-    }
-
     /// Found by the chaos suite's 30-minute run: with the snapshot's bytes in sled's tree
     /// beside the hard state, every rewrite of that tree's page wrote the whole snapshot
     /// again as a new sled blob, never reclaimed (~650 KB each, ~100 MB in ten minutes).
@@ -759,7 +743,7 @@ mod tests {
     fn a_snapshot_is_stored_once_however_often_the_hard_state_changes() {
         let dir = tempfile::tempdir().unwrap();
         let s = RaftStorage::open(dir.path()).unwrap();
-        let snapshot: Vec<u8> = (0..600_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+        let snapshot = snapshot_bytes();
         let mut hs = HardState::default();
         hs.term = 1;
         let mut index = 0;
@@ -791,17 +775,6 @@ mod tests {
             used < 4 << 20,
             "{used} bytes on disk for a 600 KB snapshot and 1,200 small entries"
         );
-    }
-
-    fn snapshot_files(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("snapshot-"))
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
