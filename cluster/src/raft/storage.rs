@@ -795,7 +795,7 @@ mod tests {
         drop(RaftStorage::open(dir.path()).unwrap());
         assert_eq!(
             snapshot_files(dir.path()),
-            [file.clone()],
+            [file.as_str()],
             "leftovers deleted"
         );
 
