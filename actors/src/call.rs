@@ -11,7 +11,7 @@ use crate::sip::sdp::{self, AudioOffer, Direction};
 use crate::sip::transaction::{ClientEvent, Incoming, Peer, ServerTransaction};
 use crate::switch::{ALLOW, Switch, from_user, now_ms};
 use lingxi_cluster::model::{CallLeg, CallPhase, CallRecord, Overflow, QueueSpec, Registration};
-use lingxi_cluster::{Command, DialogState};
+use lingxi_cluster::{Command, DialogState, legs_to_hang_up};
 use lingxi_media::{CallMedia, Codec, Leg, MediaEvent, PcmClip, Prompt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rsip::prelude::*;
@@ -1287,13 +1287,7 @@ async fn hang_up(
     if let Err(e) = st.sw.propose_firmly(cmd).await {
         if st.sw.is_fenced() {
             tracing::warn!(call_id = %st.call_id, error = %e, "CallEnded not committed before this node was cut off; the call resumes elsewhere");
-            let mut legs = Vec::new();
-            if ended_by != "caller" {
-                legs.push(st.a.clone());
-            }
-            if ended_by != "agent" {
-                legs.extend(st.b.clone());
-            }
+            let legs = legs_to_hang_up(ended_by, Some(st.a.clone()), st.b.clone());
             tokio::spawn(bye_if_ended_after_all(
                 st.sw.clone(),
                 st.call_id.clone(),
@@ -1311,13 +1305,8 @@ async fn hang_up(
         }
         st.abandoned.push((st.attempt, o));
     }
-    if ended_by != "caller" {
-        send_in_dialog(&st.sw, &mut st.a, Method::Bye);
-    }
-    if ended_by != "agent"
-        && let Some(b) = st.b.as_mut()
-    {
-        send_in_dialog(&st.sw, b, Method::Bye);
+    for d in legs_to_hang_up(ended_by, Some(&mut st.a), st.b.as_mut()) {
+        send_in_dialog(&st.sw, d, Method::Bye);
     }
     st.media.unbridge();
     let _ = st.media.stop_recording();

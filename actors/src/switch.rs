@@ -67,17 +67,10 @@ pub struct Switch {
     )>,
     /// Where new callers should go instead (a less loaded live member), when placement says so.
     pub(crate) redirect_to: parking_lot::Mutex<Option<std::net::SocketAddr>>,
-    /// Calls other nodes ended lately with legs still to hang up (applied when, owner, call,
-    /// dialogs): if the owner is declared dead just after, it may have died before sending
-    /// those BYEs (see [`hang_up_for_the_dead`]).
-    recent_ends: parking_lot::Mutex<
-        std::collections::VecDeque<(
-            tokio::time::Instant,
-            String,
-            String,
-            Vec<lingxi_cluster::DialogState>,
-        )>,
-    >,
+    /// Calls other nodes ended lately with legs still to hang up, oldest first: if the owner
+    /// is declared dead just after, it may have died before sending those BYEs (see
+    /// [`hang_up_for_the_dead`]).
+    recent_ends: parking_lot::Mutex<std::collections::VecDeque<RecentEnd>>,
     /// Serializes starting queue and agent actors (start-up and the pump both may ask).
     spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
@@ -781,6 +774,18 @@ impl Switch {
 /// How long a call another node ended is remembered in case its owner turns out dead.
 const RECENT_ENDS_KEPT: Duration = Duration::from_secs(10);
 
+/// A call another node ended, as [`Event::CallLegsToHangUp`] told this node.
+struct RecentEnd {
+    /// When this node applied the end.
+    applied: tokio::time::Instant,
+    /// The node that ended it (and should send the BYEs).
+    owner: String,
+    /// The call.
+    call_id: String,
+    /// The legs still to hang up.
+    legs: Vec<lingxi_cluster::DialogState>,
+}
+
 /// Node `dead` was declared dead. Calls it ended within the failure-detection time before
 /// (plus half a second) may have ended on the record without their BYEs leaving it: the
 /// owner ends a call on the record first and hangs up the legs after, and a node failing
@@ -799,15 +804,18 @@ fn hang_up_for_the_dead(sw: &Arc<Switch>, dead: &str) {
     }
     let window = Duration::from_millis(sw.config.cluster.failure_detection_ms + 500);
     let now = tokio::time::Instant::now();
-    let ends: Vec<(String, Vec<lingxi_cluster::DialogState>)> = {
+    let ends: Vec<RecentEnd> = {
         let mut recent = sw.recent_ends.lock();
         let (theirs, rest): (Vec<_>, Vec<_>) = recent
             .drain(..)
-            .partition(|e| e.1 == dead && now - e.0 <= window);
+            .partition(|e| e.owner == dead && now - e.applied <= window);
         recent.extend(rest);
-        theirs.into_iter().map(|e| (e.2, e.3)).collect()
+        theirs
     };
-    for (call_id, mut legs) in ends {
+    for RecentEnd {
+        call_id, mut legs, ..
+    } in ends
+    {
         tracing::info!(%call_id, owner = dead, legs = legs.len(), "the call's owner died just after ending it: hanging up its legs from here");
         for d in &mut legs {
             crate::call::send_in_dialog(sw, d, rsip::Method::Bye);
@@ -915,10 +923,18 @@ async fn pump(
                 } if *owner != sw.node_id => {
                     let now = tokio::time::Instant::now();
                     let mut recent = sw.recent_ends.lock();
-                    while recent.front().is_some_and(|e| now - e.0 > RECENT_ENDS_KEPT) {
+                    while recent
+                        .front()
+                        .is_some_and(|e| now - e.applied > RECENT_ENDS_KEPT)
+                    {
                         recent.pop_front();
                     }
-                    recent.push_back((now, owner.clone(), call_id.clone(), legs.clone()));
+                    recent.push_back(RecentEnd {
+                        applied: now,
+                        owner: owner.clone(),
+                        call_id: call_id.clone(),
+                        legs: legs.clone(),
+                    });
                 }
                 Event::AgentWrapUp { id, call_id, secs } => {
                     // As after a call's end: every node arms it; the command is idempotent.

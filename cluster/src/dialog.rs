@@ -71,3 +71,17 @@ pub struct DialogState {
     /// `o=` session version of our SDP, bumped on every new offer (RFC 3264 §8).
     pub sdp_version: u64,
 }
+
+/// The legs a call's end still has to send BYE to: both but the one whose party hung up
+/// (`ended_by` "caller" spares the caller's leg `a`, "agent" the agent's leg `b`). One rule
+/// for the owner hanging up and for the survivors finishing a dead owner's hang-up.
+pub fn legs_to_hang_up<T>(ended_by: &str, a: Option<T>, b: Option<T>) -> Vec<T> {
+    [
+        (ended_by != "caller").then_some(a),
+        (ended_by != "agent").then_some(b),
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .collect()
+}

@@ -683,15 +683,11 @@ impl StateMachine {
                 unwait(&mut self.waiting, &call);
                 let disposition = self.dispositions.remove(call_id);
                 let mut events = Vec::new();
-                let legs: Vec<crate::DialogState> = [
-                    (ended_by != "caller").then_some(&call.a_leg),
-                    (ended_by != "agent").then_some(&call.b_leg),
-                ]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .cloned()
-                .collect();
+                let legs: Vec<crate::DialogState> =
+                    crate::legs_to_hang_up(ended_by, call.a_leg.as_ref(), call.b_leg.as_ref())
+                        .into_iter()
+                        .cloned()
+                        .collect();
                 if !legs.is_empty() {
                     events.push(Event::CallLegsToHangUp {
                         call_id: call_id.clone(),

@@ -127,6 +127,11 @@ impl SledStore {
         self
     }
 
+    /// The file holding the snapshot taken at `index`.
+    fn snapshot_path(&self, index: u64) -> PathBuf {
+        snapfile::path(&self.dir, &format!("{index:020}"))
+    }
+
     fn writable(&self) -> Result<(), ClusterError> {
         self.guard.as_ref().map_or(Ok(()), SpaceGuard::check)
     }
@@ -178,7 +183,7 @@ impl LogStore for SledStore {
 
     fn save_snapshot(&self, index: u64, data: &[u8]) -> Result<(), ClusterError> {
         self.writable()?;
-        let path = snapfile::path(&self.dir, &format!("{index:020}"));
+        let path = self.snapshot_path(index);
         snapfile::write(&path, data).map_err(|e| ClusterError::Storage {
             what: format!("writing the snapshot file {}", path.display()),
             source: sled::Error::Io(e),
@@ -218,7 +223,7 @@ impl LogStore for SledStore {
         };
         let get = |key: &str| self.meta.get(key).map_err(storage("reading the snapshot"));
         if let Some(record) = get("snapshot_file")? {
-            let path = snapfile::path(&self.dir, &format!("{index:020}"));
+            let path = self.snapshot_path(index);
             let data = snapfile::read(&path, &record)
                 .map_err(|detail| ClusterError::SnapshotFile { detail })?;
             return Ok(Some((index, data)));
