@@ -8,7 +8,7 @@
 use crate::sip::dialog;
 use crate::sip::message::{self, response_for, with_body};
 use crate::sip::sdp::{self, AudioOffer, Direction};
-use crate::sip::transaction::{ClientEvent, Incoming, Peer, ServerTransaction};
+use crate::sip::transaction::{ClientEvent, ClientTransaction, Incoming, Peer, ServerTransaction};
 use crate::switch::{ALLOW, Switch, from_user, now_ms};
 use lingxi_cluster::model::{CallLeg, CallPhase, CallRecord, Overflow, QueueSpec, Registration};
 use lingxi_cluster::{Command, DialogState, legs_to_hang_up};
@@ -973,9 +973,21 @@ pub(crate) fn send_in_dialog_with(
     body: Option<(&str, Vec<u8>)>,
     headers: Vec<Header>,
 ) {
-    let Some(endpoint) = sw.endpoint() else {
-        return;
-    };
+    if let Some(mut tx) = start_in_dialog(sw, d, method, body, headers) {
+        tokio::spawn(async move { while tx.next().await.is_some() {} });
+    }
+}
+
+/// Starts an in-dialog request's client transaction; a request that cannot be built or sent
+/// is logged and `None`.
+fn start_in_dialog(
+    sw: &Switch,
+    d: &mut DialogState,
+    method: Method,
+    body: Option<(&str, Vec<u8>)>,
+    headers: Vec<Header>,
+) -> Option<ClientTransaction> {
+    let endpoint = sw.endpoint()?;
     let req = match dialog::make_request(d, method, body) {
         Ok(mut r) => {
             r.headers.extend(headers);
@@ -983,21 +995,50 @@ pub(crate) fn send_in_dialog_with(
         }
         Err(e) => {
             tracing::warn!(call_id = %d.call_id, error = %e, "in-dialog request not built");
-            return;
+            return None;
         }
     };
-    match endpoint.send_request(
-        req,
-        Peer {
-            transport: d.transport,
-            addr: d.peer,
-        },
-    ) {
-        Ok(mut tx) => {
-            tokio::spawn(async move { while tx.next().await.is_some() {} });
-        }
-        Err(e) => tracing::warn!(call_id = %d.call_id, error = %e, "in-dialog request not sent"),
+    endpoint
+        .send_request(
+            req,
+            Peer {
+                transport: d.transport,
+                addr: d.peer,
+            },
+        )
+        .inspect_err(
+            |e| tracing::warn!(call_id = %d.call_id, error = %e, "in-dialog request not sent"),
+        )
+        .ok()
+}
+
+/// Hangs up agent `agent`'s leg `d` of ended call `call_id`: BYE, and once its transaction
+/// is over (answered, timed out or failed), `AgentLegReleased`, so the agent may be offered
+/// calls again. Until then the record offers the agent nothing: its phone may still hold
+/// this call. Whoever sends it (the call's node, or a survivor for a dead or forgetful
+/// one), a second BYE meets a dialog already gone and a second release is ignored.
+pub(crate) async fn release_agent_leg(
+    sw: &Switch,
+    agent: String,
+    call_id: String,
+    mut d: DialogState,
+) {
+    let key = (agent, call_id);
+    if !sw.releasing.insert(key.clone()) {
+        return; // under way from here already
     }
+    if let Some(mut tx) = start_in_dialog(sw, &mut d, Method::Bye, None, Vec::new()) {
+        while tx.next().await.is_some() {}
+    }
+    let (agent, call_id) = &key;
+    let cmd = Command::AgentLegReleased {
+        id: agent.clone(),
+        call_id: call_id.clone(),
+    };
+    if let Err(e) = sw.propose_firmly(cmd).await {
+        tracing::warn!(%call_id, %agent, error = %e, "AgentLegReleased not committed; tried again from the record");
+    }
+    sw.releasing.remove(&key);
 }
 
 async fn on_sip(myself: &ActorRef<CallMsg>, st: &mut CallState, incoming: Incoming) {
@@ -1287,11 +1328,12 @@ async fn hang_up(
     if let Err(e) = st.sw.propose_firmly(cmd).await {
         if st.sw.is_fenced() {
             tracing::warn!(call_id = %st.call_id, error = %e, "CallEnded not committed before this node was cut off; the call resumes elsewhere");
-            let legs = legs_to_hang_up(ended_by, Some(st.a.clone()), st.b.clone());
             tokio::spawn(bye_if_ended_after_all(
                 st.sw.clone(),
                 st.call_id.clone(),
-                legs,
+                ended_by.to_string(),
+                st.a.clone(),
+                st.b.clone().zip(st.agent.clone()),
             ));
             stop_fenced(myself, st);
             return false;
@@ -1305,9 +1347,13 @@ async fn hang_up(
         }
         st.abandoned.push((st.attempt, o));
     }
-    for d in legs_to_hang_up(ended_by, Some(&mut st.a), st.b.as_mut()) {
-        send_in_dialog(&st.sw, d, Method::Bye);
-    }
+    hang_up_legs(
+        &st.sw,
+        &st.call_id,
+        ended_by,
+        Some(&mut st.a),
+        st.b.as_mut().zip(st.agent.as_deref()),
+    );
     st.media.unbridge();
     let _ = st.media.stop_recording();
     metrics::gauge!("lingxi_active_calls").decrement(1.0);
@@ -1330,7 +1376,13 @@ async fn hang_up(
 /// to stay up. Once the node is back in touch (waiting at most a minute), if the record no
 /// longer holds the call, BYE them from here. (If another node resumed and ended it
 /// meanwhile, these BYEs meet a dialog already gone: a 481, harmless.)
-async fn bye_if_ended_after_all(sw: Arc<Switch>, call_id: String, mut legs: Vec<DialogState>) {
+async fn bye_if_ended_after_all(
+    sw: Arc<Switch>,
+    call_id: String,
+    ended_by: String,
+    mut a: DialogState,
+    mut b: Option<(DialogState, String)>,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while sw.is_fenced() {
         if tokio::time::Instant::now() >= deadline {
@@ -1341,9 +1393,36 @@ async fn bye_if_ended_after_all(sw: Arc<Switch>, call_id: String, mut legs: Vec<
     if sw.log.read(|sm| sm.call(&call_id).is_some()) {
         return;
     }
-    tracing::info!(%call_id, legs = legs.len(), "the end committed after the cut after all; hanging up the other leg");
-    for d in &mut legs {
-        send_in_dialog(&sw, d, Method::Bye);
+    tracing::info!(%call_id, "the end committed after the cut after all; hanging up the other leg");
+    let b = b.as_mut().map(|(d, agent)| (d, agent.as_str()));
+    hang_up_legs(&sw, &call_id, &ended_by, Some(&mut a), b);
+}
+
+/// Sends BYE to the legs of ended call `call_id` that its end still hangs up
+/// ([`legs_to_hang_up`]): the caller's `a` as it is, the agent's `b` (with its agent id)
+/// through [`release_agent_leg`], which frees the agent on the record once the BYE is over.
+fn hang_up_legs(
+    sw: &Arc<Switch>,
+    call_id: &str,
+    ended_by: &str,
+    a: Option<&mut DialogState>,
+    b: Option<(&mut DialogState, &str)>,
+) {
+    let (b_leg, agent) = b.unzip();
+    let b_id = b_leg.as_ref().map(|d| d.call_id.clone());
+    for d in legs_to_hang_up(ended_by, a, b_leg) {
+        match (&b_id, agent) {
+            (Some(id), Some(agent)) if *id == d.call_id => {
+                let (sw, agent, call_id, d) = (
+                    sw.clone(),
+                    agent.to_string(),
+                    call_id.to_string(),
+                    d.clone(),
+                );
+                tokio::spawn(async move { release_agent_leg(&sw, agent, call_id, d).await });
+            }
+            _ => send_in_dialog(sw, d, Method::Bye),
+        }
     }
 }
 
@@ -1353,10 +1432,15 @@ pub(crate) async fn end_call_from_record(sw: &Switch, call_id: &str, outcome: &s
     let Some(rec) = sw.log.read(|sm| sm.call(call_id).cloned()) else {
         return;
     };
-    for mut d in [rec.a_leg, rec.b_leg].into_iter().flatten() {
-        // Requests the dead actor sent after its last commit used higher numbers; skip past them.
-        d.local_seq = d.local_seq.saturating_add(100);
-        send_in_dialog(sw, &mut d, Method::Bye);
+    // Requests the dead actor sent after its last commit used higher numbers; skip past them.
+    let [a, b] = [rec.a_leg, rec.b_leg].map(|leg| {
+        leg.map(|mut d| {
+            d.local_seq = d.local_seq.saturating_add(100);
+            d
+        })
+    });
+    if let Some(mut a) = a {
+        send_in_dialog(sw, &mut a, Method::Bye);
     }
     let wrapup = rec
         .queue
@@ -1370,10 +1454,19 @@ pub(crate) async fn end_call_from_record(sw: &Switch, call_id: &str, outcome: &s
         wrapup_secs: wrapup,
         at_ms: now_ms(),
     };
-    if let Err(e) = sw.propose_firmly(cmd).await {
+    let ended = sw.propose_firmly(cmd).await;
+    metrics::gauge!("lingxi_active_calls").decrement(1.0);
+    if let Err(e) = &ended {
         tracing::error!(call_id, error = %e, "CDR of a failed call not committed");
     }
-    metrics::gauge!("lingxi_active_calls").decrement(1.0);
+    // The agent's leg after the end, so the record frees the agent once it is down.
+    match (b, rec.agent) {
+        (Some(b), Some(agent)) if ended.is_ok() => {
+            release_agent_leg(sw, agent, call_id.to_string(), b).await;
+        }
+        (Some(mut b), _) => send_in_dialog(sw, &mut b, Method::Bye),
+        _ => {}
+    }
 }
 
 /// Takes over a call whose owner died: fresh media here, a re-INVITE on each established leg

@@ -71,6 +71,9 @@ pub struct Switch {
     /// is declared dead just after, it may have died before sending those BYEs (see
     /// [`hang_up_for_the_dead`]).
     recent_ends: parking_lot::Mutex<std::collections::VecDeque<RecentEnd>>,
+    /// Agents' legs of ended calls this process is hanging up now, as (agent, call id)
+    /// (see [`crate::call::release_agent_leg`]): one BYE at a time per leg from here.
+    pub(crate) releasing: dashmap::DashSet<(String, String)>,
     /// Serializes starting queue and agent actors (start-up and the pump both may ask).
     spawn_lock: tokio::sync::Mutex<()>,
     /// Set when the node begins to shut down: new calls get 503.
@@ -108,6 +111,7 @@ impl Switch {
             resuming: dashmap::DashSet::new(),
             redirect_to: parking_lot::Mutex::new(None),
             recent_ends: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            releasing: dashmap::DashSet::new(),
             addresses: parking_lot::Mutex::new((None, None, None)),
             shutting_down: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -136,6 +140,7 @@ impl Switch {
         })?;
         let _ = sw.member_sup.set(member_sup);
         tokio::spawn(pump(sw.clone(), sw.log.subscribe()));
+        tokio::spawn(release_forgotten_agent_legs(sw.clone()));
         tokio::spawn(crate::membership::watch(sw.clone()));
         sw.provision().await?;
         let (queues, agents): (Vec<String>, Vec<String>) = sw.log.read(|sm| {
@@ -395,6 +400,18 @@ impl Switch {
                 let _ = actor.cast(QueueMsg::Kick);
             }
         }
+    }
+
+    /// Whether this node is the first live cluster member by name, leaving `but` out: the one
+    /// survivor that finishes what a dead or forgetful node left. A node alone (no members
+    /// on the record) is.
+    pub(crate) fn is_first_live_member(&self, but: &str) -> bool {
+        self.log.read(|sm| {
+            sm.members()
+                .values()
+                .find(|m| m.alive && m.node != but)
+                .is_none_or(|m| m.node == self.node_id)
+        })
     }
 
     /// Whether the node is shutting down.
@@ -793,13 +810,7 @@ struct RecentEnd {
 /// caller had hung up, and was offered the next). One survivor, the first live member by
 /// name, sends those BYEs; if the owner had sent them, they meet a dialog already gone (481).
 fn hang_up_for_the_dead(sw: &Arc<Switch>, dead: &str) {
-    let first_alive = sw.log.read(|sm| {
-        sm.members()
-            .values()
-            .find(|m| m.alive && m.node != dead)
-            .map(|m| m.node.clone())
-    });
-    if first_alive.as_deref() != Some(sw.node_id.as_str()) {
+    if !sw.is_first_live_member(dead) {
         return;
     }
     let window = Duration::from_millis(sw.config.cluster.failure_detection_ms + 500);
@@ -812,13 +823,86 @@ fn hang_up_for_the_dead(sw: &Arc<Switch>, dead: &str) {
         recent.extend(rest);
         theirs
     };
+    // Agents' legs still on the record are [`release_forgotten_agent_legs`]'s to hang up.
+    let agents_legs: std::collections::HashSet<String> = sw.log.read(|sm| {
+        sm.agents()
+            .values()
+            .filter_map(|a| a.leg_to_release.as_ref().map(|l| l.dialog.call_id.clone()))
+            .collect()
+    });
     for RecentEnd {
         call_id, mut legs, ..
     } in ends
     {
+        legs.retain(|d| !agents_legs.contains(&d.call_id));
         tracing::info!(%call_id, owner = dead, legs = legs.len(), "the call's owner died just after ending it: hanging up its legs from here");
         for d in &mut legs {
             crate::call::send_in_dialog(sw, d, rsip::Method::Bye);
+        }
+    }
+}
+
+/// How long an agent's leg may stay on the record as still to hang up while its call's node
+/// is alive, before another node hangs it up: longer than that node's BYE can take (timer F,
+/// 32 s), so it only acts for a node that lost the task (wedged, or restarted unnoticed).
+const LEG_RELEASE_PATIENCE: Duration = Duration::from_secs(45);
+
+/// Hangs up agents' legs that the record still holds (see
+/// [`lingxi_cluster::model::Agent::leg_to_release`]) and the node that ended their call is
+/// not hanging up: this node's own from a previous run (or whose release did not commit),
+/// at once; a dead node's, by the first live member; a live node's after
+/// [`LEG_RELEASE_PATIENCE`], by the first live member. Checked every second; a fenced node
+/// does nothing. Without it an agent would be offered no call again.
+async fn release_forgotten_agent_legs(sw: Arc<Switch>) {
+    let mut seen: std::collections::HashMap<(String, String), tokio::time::Instant> =
+        std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sw.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pending: Vec<(String, lingxi_cluster::model::LegToRelease, bool)> = sw.log.read(|sm| {
+            sm.agents()
+                .values()
+                .filter_map(|a| {
+                    let leg = a.leg_to_release.clone()?;
+                    let node_alive = sm.members().get(&leg.node).is_some_and(|m| m.alive);
+                    Some((a.id.clone(), leg, node_alive))
+                })
+                .collect()
+        });
+        let now = tokio::time::Instant::now();
+        seen.retain(|k, _| {
+            pending
+                .iter()
+                .any(|(a, l, _)| (a, &l.call_id) == (&k.0, &k.1))
+        });
+        if sw.is_fenced() || sw.is_shutting_down() {
+            continue;
+        }
+        for (agent, leg, node_alive) in pending {
+            let key = (agent.clone(), leg.call_id.clone());
+            if sw.releasing.contains(&key) {
+                continue;
+            }
+            let since = *seen.entry(key).or_insert(now);
+            let mine = leg.node == sw.node_id;
+            let due = mine
+                || (sw.is_first_live_member(&leg.node)
+                    && (!node_alive || now - since >= LEG_RELEASE_PATIENCE));
+            if !due {
+                continue;
+            }
+            tracing::info!(call_id = %leg.call_id, %agent, node = %leg.node, node_alive, "hanging up an agent's leg its call's end left up");
+            let mut d = leg.dialog;
+            // The BYE its node may have sent used the next number; skip past it.
+            d.local_seq = d.local_seq.saturating_add(100);
+            let sw = sw.clone();
+            tokio::spawn(async move {
+                crate::call::release_agent_leg(&sw, agent, leg.call_id, d).await
+            });
         }
     }
 }

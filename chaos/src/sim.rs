@@ -819,6 +819,32 @@ impl Sim {
                     .values()
                     .filter(|a| a.state == lingxi_cluster::model::AgentState::WrapUp)
                     .count() as u64;
+            // After the drain every fault has healed: an agent still held back by a leg of an
+            // ended call would be offered no call again.
+            let held: Vec<String> =
+                r.sm.agents()
+                    .values()
+                    .filter_map(|a| {
+                        let leg = a.leg_to_release.as_ref()?;
+                        Some(format!(
+                            "{} (call {}, node {})",
+                            a.id, leg.call_id, leg.node
+                        ))
+                    })
+                    .collect();
+            self.rec.stats.agents_left_holding_a_leg = held.len() as u64;
+            if !held.is_empty() {
+                let v = Violation::new(
+                    "progress",
+                    Some(now),
+                    None,
+                    format!(
+                        "agents whose leg of an ended call was never released: {}",
+                        held.join(", ")
+                    ),
+                );
+                self.rec.violate(now, [v]);
+            }
             self.rec.stats.raft_entries = r.applied;
         }
         h.answered_by = self.world.answered_by.clone();

@@ -53,6 +53,15 @@ pub enum Command {
         /// When.
         at_ms: Millis,
     },
+    /// The BYE to an agent's leg of an ended call was answered (or gave up): calls may be
+    /// offered to the agent again. Ignored unless the agent still waits on that very call's
+    /// leg, so the owner and a survivor may both send it.
+    AgentLegReleased {
+        /// Agent id.
+        id: String,
+        /// The call whose leg was hung up.
+        call_id: String,
+    },
     /// Bind (or with `None`, unbind) an agent's phone.
     Register {
         /// Agent id.
@@ -281,6 +290,7 @@ impl Command {
             Command::UpsertAgent { .. } => "upsert_agent",
             Command::RemoveAgent { .. } => "remove_agent",
             Command::SetAgentState { .. } => "set_agent_state",
+            Command::AgentLegReleased { .. } => "agent_leg_released",
             Command::Register { .. } => "register",
             Command::WrapUpEnded { .. } => "wrap_up_ended",
             Command::ExpireRegistration { .. } => "expire_registration",

@@ -93,6 +93,30 @@ pub struct Agent {
     pub registration: Option<Registration>,
     /// Calls answered since the agent was created (for supervisors).
     pub calls_answered: u64,
+    /// The agent's leg of a call that ended on the record while its phone may still hold
+    /// it: no call is offered to the agent until its BYE is confirmed
+    /// ([`crate::Command::AgentLegReleased`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg_to_release: Option<LegToRelease>,
+}
+
+/// An agent's leg still to hang up after its call ended on the record (see
+/// [`Agent::leg_to_release`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegToRelease {
+    /// The call that ended.
+    pub call_id: String,
+    /// The node that ended it, which sends the BYE and confirms it.
+    pub node: String,
+    /// The agent's dialog, for whoever sends the BYE if that node cannot.
+    pub dialog: crate::DialogState,
+}
+
+impl Agent {
+    /// Whether a call may be offered to the agent now: ready, and no earlier leg still up.
+    pub fn may_be_offered(&self) -> bool {
+        self.state == AgentState::Ready && self.leg_to_release.is_none()
+    }
 }
 
 /// What a queue does with a call that waited too long or found no agent.

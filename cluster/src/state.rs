@@ -2,9 +2,10 @@
 
 use crate::command::Command;
 use crate::error::ClusterError;
+use crate::legs_to_hang_up;
 use crate::model::{
-    Agent, AgentState, Article, CallLeg, CallPhase, CallRecord, Cdr, Disposition, Member, Millis,
-    QueueSpec, Role, Session, User,
+    Agent, AgentState, Article, CallLeg, CallPhase, CallRecord, Cdr, Disposition, LegToRelease,
+    Member, Millis, QueueSpec, Role, Session, User,
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -251,6 +252,7 @@ impl StateMachine {
                     call_id: None,
                     registration: None,
                     calls_answered: 0,
+                    leg_to_release: None,
                 });
                 agent.name = name.clone();
                 agent.ha1 = ha1.clone();
@@ -333,6 +335,23 @@ impl StateMachine {
                     }
                     _ => {}
                 }
+                Ok(vec![Event::AgentChanged {
+                    id: id.clone(),
+                    state: agent.state,
+                }])
+            }
+            Command::AgentLegReleased { id, call_id } => {
+                let Some(agent) = self.agents.get_mut(id) else {
+                    return Ok(vec![]);
+                };
+                if agent
+                    .leg_to_release
+                    .as_ref()
+                    .is_none_or(|l| l.call_id != *call_id)
+                {
+                    return Ok(vec![]);
+                }
+                agent.leg_to_release = None;
                 Ok(vec![Event::AgentChanged {
                     id: id.clone(),
                     state: agent.state,
@@ -523,6 +542,17 @@ impl StateMachine {
                         detail: format!("cannot be offered call {call_id}"),
                     });
                 }
+                // The state is Ready: only an earlier leg still up can hold the agent back.
+                if let Some(leg) = &agent.leg_to_release {
+                    return Err(ClusterError::AgentUnavailable {
+                        agent: agent_id.clone(),
+                        state: agent.state,
+                        detail: format!(
+                            "cannot be offered call {call_id}: its leg of call {} is not yet hung up",
+                            leg.call_id
+                        ),
+                    });
+                }
                 unwait(&mut self.waiting, call);
                 let call = self.calls.get_mut(call_id).expect("checked above");
                 call.phase = CallPhase::Ringing;
@@ -699,6 +729,17 @@ impl StateMachine {
                     && let Some(agent) = self.agents.get_mut(agent_id)
                     && agent.call_id.as_deref() == Some(call_id)
                 {
+                    // Its leg stays the agent's until the BYE to it is confirmed: no call is
+                    // offered to a phone still holding this one.
+                    if let Some(b) = call.b_leg.as_ref()
+                        && legs_to_hang_up(ended_by, None, Some(b)).len() == 1
+                    {
+                        agent.leg_to_release = Some(LegToRelease {
+                            call_id: call_id.clone(),
+                            node: call.owner.clone(),
+                            dialog: b.clone(),
+                        });
+                    }
                     // The agent talked if its leg was up (a transferred call may ring out).
                     let talked = call.b_leg.is_some();
                     if talked && *wrapup_secs > 0 {
@@ -1172,7 +1213,7 @@ impl StateMachine {
             .filter(|(_, id)| !skip(id))
             .filter_map(|(_, id)| self.agents.get(id))
             .find(|a| {
-                a.state == AgentState::Ready
+                a.may_be_offered()
                     && a.registration
                         .as_ref()
                         .is_some_and(|r| r.expires_at_ms > now_ms)

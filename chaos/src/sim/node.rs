@@ -1185,6 +1185,36 @@ impl Running {
                 Waiter::Step(format!("agent:{agent}")),
             ));
         }
+        // An agent's leg of an ended call: the call's node BYEs it and releases the agent
+        // (`call::release_agent_leg`); a dead node's, the first live member
+        // (`switch::release_forgotten_agent_legs`; its patience with a live node that forgot
+        // is not modelled: a node here forgets only by crashing, and then it is this node).
+        let first_live = self
+            .sm
+            .members()
+            .values()
+            .find(|m| m.alive)
+            .is_some_and(|m| m.node == self.name);
+        let releases: Vec<(String, String)> = self
+            .sm
+            .agents()
+            .values()
+            .filter_map(|a| {
+                let leg = a.leg_to_release.as_ref()?;
+                let node_alive = self.sm.members().get(&leg.node).is_some_and(|m| m.alive);
+                (leg.node == self.name || (first_live && !node_alive))
+                    .then(|| (a.id.clone(), leg.call_id.clone()))
+            })
+            .collect();
+        for (agent, call_id) in releases {
+            let key = format!("release:{agent}");
+            if self.inflight.insert(key.clone()) {
+                self.batch.push((
+                    Command::AgentLegReleased { id: agent, call_id },
+                    Waiter::Step(key),
+                ));
+            }
+        }
         for call_id in self.actors.clone() {
             let key = format!("call:{call_id}");
             if self.inflight.contains(&key) {

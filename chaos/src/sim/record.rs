@@ -42,6 +42,8 @@ pub struct Stats {
     pub max_heal_to_commit_ms: u64,
     /// Agents left in wrap-up at the end (their wrap-up timer died with a node).
     pub agents_stuck_in_wrapup: u64,
+    /// Agents whose leg of an ended call was still to hang up at the end (offered nothing).
+    pub agents_left_holding_a_leg: u64,
     /// Simulated milliseconds.
     pub sim_ms: u64,
     /// Events processed.

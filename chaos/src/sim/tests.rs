@@ -24,6 +24,7 @@ struct Totals {
     faults: u64,
     events: u64,
     max_heal_to_commit_ms: u64,
+    agents_left_holding_a_leg: u64,
 }
 
 /// Runs `seeds` on every core; returns the one-line summaries of the failures.
@@ -53,6 +54,7 @@ fn sweep(
                         t.declared_dead += r.stats.nodes_declared_dead;
                         t.faults += r.faults.len() as u64;
                         t.events += r.stats.events;
+                        t.agents_left_holding_a_leg += r.stats.agents_left_holding_a_leg;
                         t.max_heal_to_commit_ms =
                             t.max_heal_to_commit_ms.max(r.stats.max_heal_to_commit_ms);
                     }

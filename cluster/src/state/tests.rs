@@ -388,6 +388,112 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     assert!(matches!(again, Err(ClusterError::UnknownCall { .. })));
 }
 
+/// Offers and answers call `id` to agent 1001, whose leg's Call-ID is `id`-b.
+fn talk(sm: &mut StateMachine, id: &str, at_ms: u64) {
+    run(
+        sm,
+        vec![
+            arrive(id, at_ms),
+            enqueue(id, 5, at_ms),
+            Command::CallOffered {
+                call_id: id.into(),
+                agent: "1001".into(),
+                at_ms: at_ms + 1,
+            },
+            Command::CallAnswered {
+                call_id: id.into(),
+                agent: "1001".into(),
+                b_leg: dialog(&format!("{id}-b")),
+                recording: None,
+                at_ms: at_ms + 2,
+            },
+        ],
+    );
+}
+
+fn end(id: &str, ended_by: &str, at_ms: u64) -> Command {
+    Command::CallEnded {
+        call_id: id.into(),
+        outcome: "call.completed".into(),
+        ended_by: ended_by.into(),
+        wrapup_secs: 0,
+        at_ms,
+    }
+}
+
+#[test]
+fn an_agent_whose_leg_is_not_yet_hung_up_is_offered_nothing() {
+    let mut sm = StateMachine::new();
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
+    talk(&mut sm, "a", 1_000);
+    // The caller hung up, no wrap-up: ready on the record, but its phone may hold call a.
+    run(&mut sm, vec![end("a", "caller", 2_000)]);
+    let a = sm.agent_by_id("1001").unwrap();
+    assert_eq!(a.state, AgentState::Ready);
+    let leg = a
+        .leg_to_release
+        .as_ref()
+        .expect("the agent's leg is still to hang up");
+    assert_eq!((leg.call_id.as_str(), leg.node.as_str()), ("a", "n1"));
+    assert_eq!(leg.dialog.call_id, "a-b");
+    run(&mut sm, vec![arrive("b", 3_000), enqueue("b", 5, 3_000)]);
+    assert!(sm.pick_agent("support", 3_000, &[]).is_none());
+    let offer = Command::CallOffered {
+        call_id: "b".into(),
+        agent: "1001".into(),
+        at_ms: 3_001,
+    };
+    let refused = try_apply(&mut sm, offer.clone()).unwrap_err().to_string();
+    assert!(refused.contains("leg of call a"), "{refused}");
+    // It survives a snapshot: a node restored from one holds the agent back as well.
+    let mut restored: StateMachine =
+        serde_json::from_slice(&serde_json::to_vec(&sm).unwrap()).unwrap();
+    assert!(restored.pick_agent("support", 3_000, &[]).is_none());
+    // Another call's release changes nothing; this call's frees the agent (and says so, for
+    // the queues to offer what waits); a second one is ignored.
+    let release = |call: &str| Command::AgentLegReleased {
+        id: "1001".into(),
+        call_id: call.into(),
+    };
+    for sm in [&mut sm, &mut restored] {
+        assert!(run(sm, vec![release("z")]).is_empty());
+        assert!(sm.pick_agent("support", 3_000, &[]).is_none());
+        let events = run(sm, vec![release("a")]);
+        assert!(
+            matches!(&events[..], [Event::AgentChanged { id, state: AgentState::Ready }] if id == "1001"),
+            "{events:#?}"
+        );
+        assert!(run(sm, vec![release("a")]).is_empty());
+        assert_eq!(sm.pick_agent("support", 3_000, &[]).unwrap().id, "1001");
+        run(sm, vec![offer.clone()]);
+    }
+    assert_eq!(
+        serde_json::to_value(&sm).unwrap(),
+        serde_json::to_value(&restored).unwrap()
+    );
+    // The agent hanging up leaves no leg of its own to release.
+    let mut sm = StateMachine::new();
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
+    talk(&mut sm, "c", 1_000);
+    run(&mut sm, vec![end("c", "agent", 2_000)]);
+    assert!(sm.agent_by_id("1001").unwrap().leg_to_release.is_none());
+    assert_eq!(sm.pick_agent("support", 2_000, &[]).unwrap().id, "1001");
+}
+
 #[test]
 fn abandoned_while_queued_leaves_the_queue() {
     let mut sm = StateMachine::new();

@@ -40,9 +40,7 @@ impl StateMachine {
             }
             TransferTarget::Agent { agent } => {
                 let target = self.agent(agent)?;
-                if agent == from_agent
-                    || target.state != AgentState::Ready
-                    || target.registration.is_none()
+                if agent == from_agent || !target.may_be_offered() || target.registration.is_none()
                 {
                     return Err(ClusterError::AgentUnavailable {
                         agent: agent.clone(),
