@@ -251,6 +251,8 @@ fn agent_json(a: &lingxi_cluster::model::Agent) -> Value {
         "state_since_ms": a.state_since_ms,
         "call_id": a.call_id,
         "calls_answered": a.calls_answered,
+        // An ended call whose BYE to this agent's phone is not over yet: offered nothing.
+        "leg_to_release": a.leg_to_release.as_ref().map(|l| &l.call_id),
         "registered": a.registration.as_ref().map(|r| json!({
             "contact": r.contact,
             "source": r.peer.to_string(),

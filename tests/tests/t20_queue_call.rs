@@ -265,3 +265,45 @@ async fn wrap_up_holds_the_next_call_back() -> anyhow::Result<()> {
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_offered_nothing_while_its_phone_still_holds_the_last_call() -> anyhow::Result<()> {
+    // The caller hangs up; the BYE to the agent's phone is not answered yet. The record says
+    // the call is over (CDR written, no wrap-up: ready), but the phone still holds it: no
+    // call may be offered to the agent until its BYE is over.
+    let mut config = lingxi_tests::standard_config();
+    config.acd.wrapup_secs = 0;
+    let node = TestNode::start(config).await?;
+    let mut agent = node.agent_ua("1001").await?;
+    let (rtp_caller, rtp_agent) = (Rtp::bind().await?, Rtp::bind().await?);
+    let mut caller = TestUa::new("alice", "", node.sip).await?;
+    let mut a = caller.call("support", &rtp_caller).await?;
+    let b = agent.accept(&rtp_agent, WAIT).await?;
+    caller.bye(&mut a).await?;
+    let cid = b.call_id.clone();
+    let bye = agent
+        .wait_for("the BYE to the agent", WAIT, move |m| {
+            m.is_request("BYE") && m.call_id() == cid
+        })
+        .await?;
+    node.wait_cdr(&a.call_id, WAIT).await?;
+    let held = node.agent("1001").await?;
+    assert_eq!(held["state"], "ready", "{held}");
+    assert_eq!(held["leg_to_release"], a.call_id.as_str(), "{held}");
+    let rtp2 = Rtp::bind().await?;
+    let mut caller2 = TestUa::new("bob", "", node.sip).await?;
+    let a2 = caller2.call("support", &rtp2).await?;
+    agent
+        .expect_no_request("INVITE", Duration::from_millis(1500))
+        .await?;
+    // The phone lets go: now the waiting call is offered.
+    agent.respond(&bye, 200, "OK", &[], None).await?;
+    let mut b2 = agent.accept(&rtp_agent, WAIT).await?;
+    assert!(node.agent("1001").await?["leg_to_release"].is_null());
+    agent.bye(&mut b2).await?;
+    caller2.wait_bye(&a2, WAIT).await?;
+    let cdr = node.wait_cdr(&a2.call_id, WAIT).await?;
+    assert_eq!(cdr["ended_by"], "agent", "{cdr}");
+    node.shutdown().await;
+    Ok(())
+}
