@@ -1516,34 +1516,52 @@ async fn resume(
                 Some(b) => {
                     reinvite_leg(&sw, &media, Leg::B, b, codec_b, sdp_session[1], &user).await
                 }
-                None => Ok(()),
+                None => Ok(LegResumed::Taken),
             }
         }
     );
-    if let Err(e) = ra.as_ref().and(rb.as_ref()) {
-        tracing::warn!(call_id = %call_id, error = %e, "a leg did not take the re-INVITE; ending the call");
-        let mut legs = Vec::new();
-        if ra.is_ok() {
-            legs.push(a.clone());
-        }
-        if let (Some(b), true) = (&b, rb.is_ok()) {
-            legs.push(b.clone());
-        }
-        for mut d in legs {
-            send_in_dialog(&sw, &mut d, Method::Bye);
-        }
+    let took = |r: &Result<LegResumed, _>| matches!(r, Ok(LegResumed::Taken));
+    let gone = |r: &Result<LegResumed, _>| matches!(r, Ok(LegResumed::Gone));
+    if !took(&ra) || (b.is_some() && !took(&rb)) {
+        // A 481 says that party had left the call: its BYE went to the node that died, or
+        // was answered 503 and not tried again. That is its hang-up. Anything else: the call
+        // cannot go on here.
+        let (outcome, ended_by) = if gone(&ra) {
+            let outcome = if talking {
+                "call.completed"
+            } else {
+                "queue.abandoned"
+            };
+            (outcome, "caller")
+        } else if gone(&rb) && took(&ra) {
+            ("call.completed", "agent")
+        } else {
+            ("failover.failed", "switch")
+        };
+        let why = |r: &Result<LegResumed, crate::ActorError>| match r {
+            Ok(LegResumed::Taken) => "taken".to_string(),
+            Ok(LegResumed::Gone) => "481: the party had left".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(%call_id, caller = why(&ra), agent = ?b.as_ref().map(|_| why(&rb)), outcome, ended_by, "a leg did not take the re-INVITE; ending the call");
         sw.calls.remove(&a.call_id);
         if let Some(b) = &b {
             sw.calls.remove(&b.call_id);
         }
         let ended = Command::CallEnded {
             call_id: call_id.clone(),
-            outcome: "failover.failed".into(),
-            ended_by: "switch".into(),
+            outcome: outcome.into(),
+            ended_by: ended_by.into(),
             wrapup_secs: queue.wrapup_secs,
             at_ms: now_ms(),
         };
-        let _ = sw.propose_firmly(ended).await;
+        if let Err(e) = sw.propose_firmly(ended).await {
+            tracing::error!(%call_id, error = %e, "CallEnded not committed");
+        }
+        // Then BYE whichever legs are still up; the agent's frees it on the record once over.
+        let a_up = took(&ra).then_some(&mut a);
+        let b_up = b.as_mut().filter(|_| !gone(&rb)).zip(rec.agent.as_deref());
+        hang_up_legs(&sw, &call_id, ended_by, a_up, b_up);
         return Err(fail("re-INVITE failed"));
     }
     let mut updates = vec![Command::DialogUpdated {
@@ -1623,6 +1641,14 @@ async fn resume(
     Ok(st)
 }
 
+/// How a leg took the re-INVITE that moves it to a resuming node.
+enum LegResumed {
+    /// 2xx: the leg is on the call, now through this node.
+    Taken,
+    /// 481: the party's phone had left the call (the dialog is gone).
+    Gone,
+}
+
 /// Re-INVITEs one leg from this node: new Contact (target refresh for the peer) and SDP
 /// pointing at this node's media; waits for the answer and ACKs it.
 async fn reinvite_leg(
@@ -1633,7 +1659,7 @@ async fn reinvite_leg(
     codec: Codec,
     session: u64,
     user: &str,
-) -> Result<(), crate::ActorError> {
+) -> Result<LegResumed, crate::ActorError> {
     let call_id = d.call_id.clone();
     let err = |detail: String| {
         crate::ActorError::Sip(crate::sip::SipError::Dialog {
@@ -1697,7 +1723,10 @@ async fn reinvite_leg(
                 }
                 let ack = dialog::make_ack(d, cseq, None)?;
                 endpoint.send_ack(ack, peer)?;
-                return Ok(());
+                return Ok(LegResumed::Taken);
+            }
+            Some(ClientEvent::Final(resp)) if resp.status_code.code() == 481 => {
+                return Ok(LegResumed::Gone);
             }
             Some(ClientEvent::Final(resp)) => {
                 return Err(err(format!(

@@ -267,7 +267,8 @@ async fn wrap_up_holds_the_next_call_back() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_is_offered_nothing_while_its_phone_still_holds_the_last_call() -> anyhow::Result<()> {
+async fn the_agent_is_offered_nothing_while_its_phone_still_holds_the_last_call()
+-> anyhow::Result<()> {
     // The caller hangs up; the BYE to the agent's phone is not answered yet. The record says
     // the call is over (CDR written, no wrap-up: ready), but the phone still holds it: no
     // call may be offered to the agent until its BYE is over.

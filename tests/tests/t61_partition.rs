@@ -395,3 +395,58 @@ async fn caller_hanging_up_on_a_cut_off_owner_is_asked_to_retry() -> anyhow::Res
     .await;
     cl.finish(r)
 }
+
+/// A phone told 503 for its BYE may give up (RFC 3261 §15.1.1 lets it consider the call
+/// over): when the majority resumes the call, that phone answers the re-INVITE 481. That is
+/// the caller's hang-up, not a failed failover: one CDR ended by the caller, the agent's leg
+/// hung up and the agent free to take calls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_by_the_resuming_re_invite_has_hung_up() -> anyhow::Result<()> {
+    let cl = Cluster::start(3).await?;
+    let r = async {
+        let leader = leader_index(&cl).await?;
+        let b = (0..3).find(|i| *i != leader).expect("a follower");
+        eprintln!("owner and cut-off node: {}", cl.name(b));
+        let mut call = ClusterCall::establish(&cl, leader, b, "1001", "carol").await?;
+        call.assert_media("before the cut").await?;
+        let call_id = call.leg_a.call_id.clone();
+
+        cl.cut(b);
+        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+        let r = call.caller.bye(&mut call.leg_a).await?;
+        ensure!(r.status == Some(503), "BYE to the cut-off owner: {}", r.raw);
+        // The caller does not try again, and no longer knows the dialog.
+        let (inv_a, inv_b) = tokio::join!(
+            wait_reinvite(&mut call.caller, &call.leg_a, FAILOVER_WAIT),
+            wait_reinvite(&mut call.agent, &call.leg_b, FAILOVER_WAIT),
+        );
+        let (inv_a, inv_b) = (inv_a.context("caller leg")?, inv_b.context("agent leg")?);
+        call.caller
+            .respond(&inv_a, 481, "Call/Transaction Does Not Exist", &[], None)
+            .await?;
+        accept_reinvite(&mut call.agent, &mut call.leg_b, &call.rtp_a, inv_b, WAIT).await?;
+        call.agent.wait_bye(&call.leg_b, WAIT).await?;
+        let owner = sender_node(&cl, &inv_a).context("the re-INVITE's node")?;
+        for i in (0..3).filter(|i| *i != b) {
+            let cdrs = cl.wait_cdrs(i, &call_id, WAIT).await?;
+            ensure!(
+                cdrs.len() == 1
+                    && cdrs[0]["ended_by"] == "caller"
+                    && cdrs[0]["outcome"] == "failover.resumed",
+                "{}: one CDR, the caller's hang-up read from its 481: {cdrs:#?}",
+                cl.name(i)
+            );
+        }
+        // The agent's BYE was answered: its leg is released and it may take calls again.
+        let released = lingxi_tests::wait_for("the agent's leg released", WAIT, || async {
+            let (_, v) = cl.http_get(owner, "/api/v1/agents/1001").await.ok()?;
+            (v["state"] == "ready" && v["leg_to_release"].is_null()).then_some(())
+        })
+        .await;
+        released.with_context(|| format!("agent 1001 on {}", cl.name(owner)))?;
+        cl.heal(b);
+        Ok(())
+    }
+    .await;
+    cl.finish(r)
+}
