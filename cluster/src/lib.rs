@@ -33,6 +33,6 @@ pub use dialog::{DialogRole, DialogState, SipTransport, legs_to_hang_up};
 pub use error::ClusterError;
 pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};
-pub use space::{SpaceGuard, free_bytes};
+pub use space::{SpaceGuard, bytes_on_disk, free_bytes};
 pub use state::{Event, StateMachine};
 pub use store::{LogStore, MemStore, SledStore, persist_events};

@@ -79,23 +79,6 @@ pub(crate) fn remove(file: &Path) {
 pub(crate) mod testing {
     use std::path::Path;
 
-    /// Bytes allocated under `dir`.
-    pub(crate) fn bytes_on_disk(dir: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let m = e.metadata().unwrap();
-                if m.is_dir() {
-                    bytes_on_disk(&e.path())
-                } else {
-                    m.blocks() * 512
-                }
-            })
-            .sum()
-    }
-
     /// A 600 KB snapshot that does not compress to nothing.
     pub(crate) fn snapshot_bytes() -> Vec<u8> {
         (0..600_000u64).map(|i| (i * 7919 % 251) as u8).collect()

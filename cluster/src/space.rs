@@ -19,6 +19,26 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Bytes allocated on disk for `path`: a file's blocks, or a directory's and everything
+/// under it (what `du` counts). What cannot be read (removed while walking) counts as nothing.
+pub fn bytes_on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = m.blocks() * 512;
+    if !m.is_dir() {
+        return own;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return own;
+    };
+    own + entries
+        .flatten()
+        .map(|e| bytes_on_disk(&e.path()))
+        .sum::<u64>()
+}
+
 /// Checks that the filesystem holding `dir` keeps at least `reserve` bytes free.
 #[derive(Debug, Clone)]
 pub struct SpaceGuard {

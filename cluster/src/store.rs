@@ -338,7 +338,8 @@ impl LogStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapfile::testing::{bytes_on_disk as on_disk, snapshot_bytes, snapshot_files};
+    use crate::bytes_on_disk as on_disk;
+    use crate::snapfile::testing::{snapshot_bytes, snapshot_files};
 
     /// Kept in sled, each snapshot leaked about a tenth of itself (sled rewrote the page
     /// holding it as a new blob): 5.4 MB after 80 snapshots of 600 KB.

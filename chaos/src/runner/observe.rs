@@ -12,7 +12,6 @@ use lingxi_chaos::invariants::single_owner;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -44,26 +43,13 @@ pub struct DiskUse {
 /// runner's own files there (`chaos-ballast*`, ext4's `lost+found`). What cannot be read
 /// (a file removed while walking) counts as nothing.
 pub fn disk_use(dir: &Path) -> (u64, BTreeMap<String, u64>) {
-    fn walk(p: &Path) -> u64 {
-        let Ok(m) = std::fs::symlink_metadata(p) else {
-            return 0;
-        };
-        let own = m.blocks() * 512;
-        if !m.is_dir() {
-            return own;
-        }
-        let Ok(rd) = std::fs::read_dir(p) else {
-            return own;
-        };
-        own + rd.flatten().map(|e| walk(&e.path())).sum::<u64>()
-    }
     let mut by = BTreeMap::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("chaos-ballast") || name == "lost+found" {
             continue;
         }
-        by.insert(name, walk(&e.path()));
+        by.insert(name, lingxi_cluster::bytes_on_disk(&e.path()));
     }
     (by.values().sum(), by)
 }
@@ -165,7 +151,11 @@ impl Observer {
 
     /// Polls every node that is up, once, and checks what came back.
     pub async fn round(&self, load: &Arc<Load>) {
-        if self.rounds.load(Ordering::Relaxed) % DISK_EVERY == 0 {
+        if self
+            .rounds
+            .load(Ordering::Relaxed)
+            .is_multiple_of(DISK_EVERY)
+        {
             self.weigh_data(false).await;
         }
         let down = load.down.lock().unwrap().clone();

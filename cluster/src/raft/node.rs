@@ -607,10 +607,10 @@ impl Driver {
                     self.raw.tick();
                     self.expire();
                     self.ticks = self.ticks.wrapping_add(1);
-                    if self.ticks % 2 == 0 {
+                    if self.ticks.is_multiple_of(2) {
                         self.ping_peers();
                     }
-                    if self.ticks % self.lease_read_every() == 0 {
+                    if self.ticks.is_multiple_of(self.lease_read_every()) {
                         self.ask_lease();
                     }
                 }

@@ -639,7 +639,8 @@ impl Storage for RaftStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapfile::testing::{bytes_on_disk as on_disk, snapshot_bytes, snapshot_files};
+    use crate::bytes_on_disk as on_disk;
+    use crate::snapfile::testing::{snapshot_bytes, snapshot_files};
 
     fn entry(index: u64, term: u64) -> Entry {
         let mut e = Entry::default();
