@@ -136,7 +136,13 @@ async fn writer(
                 .enumerate()
                 .map(|(i, p)| (first + i as u64, p.command.clone())),
         );
-        if let Err(e) = inner.store.append_batch(&entries) {
+        // Durable before anything is applied or answered: a committed end (a caller's BYE
+        // answered 200) must not come back as a live call after a crash. One flush per batch.
+        let stored = inner
+            .store
+            .append_batch(&entries)
+            .and_then(|()| inner.store.flush());
+        if let Err(e) = stored {
             tracing::error!(error = %e, "cannot append to the log; proposals refused");
             for p in batch.drain(..) {
                 let _ = p.reply.send(Err(ClusterError::Conflict {

@@ -547,3 +547,55 @@ async fn call_rate() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A node killed after the caller's hang-up committed but before the agent's phone answered
+/// its BYE: the record still holds the agent's leg (the agent is offered nothing). Restarted,
+/// the node finds it on the record, BYEs it again and frees the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_leg_left_up_by_a_killed_node_is_hung_up_after_its_restart() -> anyhow::Result<()>
+{
+    let mut cl = Cluster::single().await?;
+    let r = async {
+        let Call {
+            mut caller,
+            mut leg_a,
+            mut agent,
+            leg_b,
+            ..
+        } = establish(&cl, 0, 0, "1001").await?;
+        let r = caller.bye(&mut leg_a).await?;
+        ensure!(r.status == Some(200), "the caller's BYE: {}", r.raw);
+        let cid = leg_b.call_id.clone();
+        let is_bye = move |m: &lingxi_tests::SipMsg| m.is_request("BYE") && m.call_id() == cid;
+        // The phone holds on: the BYE goes unanswered.
+        let first = agent
+            .wait_for("the BYE to the agent", WAIT, is_bye.clone())
+            .await?;
+        let held = cl.http_get(0, "/api/v1/agents/1001").await?.1;
+        ensure!(
+            held["leg_to_release"] == leg_a.call_id.as_str(),
+            "the agent's leg on the record: {held}"
+        );
+        cl.kill(0);
+        cl.restart(0).await?;
+        let again = agent
+            .wait_for("a BYE from the restarted node", FAILOVER_WAIT, move |m| {
+                is_bye(m) && m.cseq().0 > first.cseq().0
+            })
+            .await?;
+        agent.respond(&again, 200, "OK", &[], None).await?;
+        lingxi_tests::wait_for("the agent's leg released", WAIT, || async {
+            let (_, v) = cl.http_get(0, "/api/v1/agents/1001").await.ok()?;
+            v["leg_to_release"].is_null().then_some(())
+        })
+        .await?;
+        let cdrs = cl.wait_cdrs(0, &leg_a.call_id, WAIT).await?;
+        ensure!(
+            cdrs.len() == 1 && cdrs[0]["ended_by"] == "caller",
+            "one CDR, ended by the caller: {cdrs:#?}"
+        );
+        Ok(())
+    };
+    let r = r.await;
+    cl.finish(r)
+}
