@@ -138,10 +138,26 @@ async fn writer(
         );
         // Durable before anything is applied or answered: a committed end (a caller's BYE
         // answered 200) must not come back as a live call after a crash. One flush per batch.
-        let stored = inner
-            .store
-            .append_batch(&entries)
-            .and_then(|()| inner.store.flush());
+        // The fsync runs on the blocking pool, not on a runtime worker.
+        let (batch_entries, stored) = {
+            let (inner, entries) = (inner.clone(), std::mem::take(&mut entries));
+            tokio::task::spawn_blocking(move || {
+                let stored = inner
+                    .store
+                    .append_batch(&entries)
+                    .and_then(|()| inner.store.flush());
+                (entries, stored)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let e = ClusterError::Conflict {
+                    what: "appending to the log".into(),
+                    detail: format!("the storage task failed: {e}"),
+                };
+                (Vec::new(), Err(e))
+            })
+        };
+        entries = batch_entries;
         if let Err(e) = stored {
             tracing::error!(error = %e, "cannot append to the log; proposals refused");
             for p in batch.drain(..) {
