@@ -345,6 +345,25 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
     cl.finish(r)
 }
 
+/// A call whose owner (a follower; the agent registered at the leader) is cut off; the
+/// caller's BYE to it is answered 503 with Retry-After. Returns the call and the cut node.
+async fn bye_to_a_cut_off_owner(cl: &Cluster) -> anyhow::Result<(ClusterCall, usize)> {
+    let leader = leader_index(cl).await?;
+    let b = (0..3).find(|i| *i != leader).expect("a follower");
+    eprintln!("owner and cut-off node: {}", cl.name(b));
+    let mut call = ClusterCall::establish(cl, leader, b, "1001", "carol").await?;
+    call.assert_media("before the cut").await?;
+    cl.cut(b);
+    cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
+    let r = call.caller.bye(&mut call.leg_a).await?;
+    ensure!(
+        r.status == Some(503) && r.header("Retry-After").is_some(),
+        "BYE to the cut-off owner: {}",
+        r.raw
+    );
+    Ok((call, b))
+}
+
 /// The caller hangs up while its call's owner is cut off. The owner cannot put the end on
 /// the record, so it answers 503 (Retry-After) instead of 200: it used to answer 200 and
 /// forget the hang-up, and the majority resumed a call nobody was on any more (found by the
@@ -355,21 +374,8 @@ async fn cut_twice(answer_while_cut: bool) -> anyhow::Result<()> {
 async fn caller_hanging_up_on_a_cut_off_owner_is_asked_to_retry() -> anyhow::Result<()> {
     let cl = Cluster::start(3).await?;
     let r = async {
-        let leader = leader_index(&cl).await?;
-        let b = (0..3).find(|i| *i != leader).expect("a follower");
-        eprintln!("owner and cut-off node: {}", cl.name(b));
-        let mut call = ClusterCall::establish(&cl, leader, b, "1001", "carol").await?;
-        call.assert_media("before the cut").await?;
+        let (mut call, b) = bye_to_a_cut_off_owner(&cl).await?;
         let call_id = call.leg_a.call_id.clone();
-
-        cl.cut(b);
-        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
-        let r = call.caller.bye(&mut call.leg_a).await?;
-        ensure!(
-            r.status == Some(503) && r.header("Retry-After").is_some(),
-            "BYE to the cut-off owner: {}",
-            r.raw
-        );
         let (ia, ib) = call.answer_reinvites(FAILOVER_WAIT).await?;
         let owner = sender_node(&cl, &ia);
         ensure!(
@@ -404,17 +410,8 @@ async fn caller_hanging_up_on_a_cut_off_owner_is_asked_to_retry() -> anyhow::Res
 async fn a_caller_gone_by_the_resuming_re_invite_has_hung_up() -> anyhow::Result<()> {
     let cl = Cluster::start(3).await?;
     let r = async {
-        let leader = leader_index(&cl).await?;
-        let b = (0..3).find(|i| *i != leader).expect("a follower");
-        eprintln!("owner and cut-off node: {}", cl.name(b));
-        let mut call = ClusterCall::establish(&cl, leader, b, "1001", "carol").await?;
-        call.assert_media("before the cut").await?;
+        let (mut call, b) = bye_to_a_cut_off_owner(&cl).await?;
         let call_id = call.leg_a.call_id.clone();
-
-        cl.cut(b);
-        cl.wait_healthy(b, false, FAILOVER_WAIT).await?;
-        let r = call.caller.bye(&mut call.leg_a).await?;
-        ensure!(r.status == Some(503), "BYE to the cut-off owner: {}", r.raw);
         // The caller does not try again, and no longer knows the dialog.
         let (inv_a, inv_b) = tokio::join!(
             wait_reinvite(&mut call.caller, &call.leg_a, FAILOVER_WAIT),

@@ -388,6 +388,20 @@ fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
     assert!(matches!(again, Err(ClusterError::UnknownCall { .. })));
 }
 
+/// Queue "support" and agent 1001, registered (ready).
+fn one_agent() -> StateMachine {
+    let mut sm = StateMachine::new();
+    run(
+        &mut sm,
+        vec![
+            queue("support", "support"),
+            agent("1001", 5),
+            register("1001", 1),
+        ],
+    );
+    sm
+}
+
 /// Offers and answers call `id` to agent 1001, whose leg's Call-ID is `id`-b.
 fn talk(sm: &mut StateMachine, id: &str, at_ms: u64) {
     run(
@@ -423,15 +437,7 @@ fn end(id: &str, ended_by: &str, at_ms: u64) -> Command {
 
 #[test]
 fn an_agent_whose_leg_is_not_yet_hung_up_is_offered_nothing() {
-    let mut sm = StateMachine::new();
-    run(
-        &mut sm,
-        vec![
-            queue("support", "support"),
-            agent("1001", 5),
-            register("1001", 1),
-        ],
-    );
+    let mut sm = one_agent();
     talk(&mut sm, "a", 1_000);
     // The caller hung up, no wrap-up: ready on the record, but its phone may hold call a.
     run(&mut sm, vec![end("a", "caller", 2_000)]);
@@ -479,15 +485,7 @@ fn an_agent_whose_leg_is_not_yet_hung_up_is_offered_nothing() {
         serde_json::to_value(&restored).unwrap()
     );
     // The agent hanging up leaves no leg of its own to release.
-    let mut sm = StateMachine::new();
-    run(
-        &mut sm,
-        vec![
-            queue("support", "support"),
-            agent("1001", 5),
-            register("1001", 1),
-        ],
-    );
+    let mut sm = one_agent();
     talk(&mut sm, "c", 1_000);
     run(&mut sm, vec![end("c", "agent", 2_000)]);
     assert!(sm.agent_by_id("1001").unwrap().leg_to_release.is_none());
