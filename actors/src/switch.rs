@@ -850,7 +850,7 @@ const LEG_RELEASE_PATIENCE: Duration = Duration::from_secs(45);
 /// Hangs up agents' legs that the record still holds (see
 /// [`lingxi_cluster::model::Agent::leg_to_release`]) and the node that ended their call is
 /// not hanging up: this node's own from a previous run (or whose release did not commit),
-/// at once; a dead node's, by the first live member; a live node's after
+/// on the next tick; a dead node's, by the first live member; a live node's after
 /// [`LEG_RELEASE_PATIENCE`], by the first live member. Checked every second; a fenced node
 /// does nothing. Without it an agent would be offered no call again.
 async fn release_forgotten_agent_legs(sw: Arc<Switch>) {
@@ -888,7 +888,9 @@ async fn release_forgotten_agent_legs(sw: Arc<Switch>) {
                 continue;
             }
             let since = *seen.entry(key).or_insert(now);
-            let mine = leg.node == sw.node_id;
+            // This node's own: seen on the previous tick already, so a hang-up that has just
+            // committed gets to start its own release first.
+            let mine = leg.node == sw.node_id && now - since >= Duration::from_secs(1);
             let due = mine
                 || (sw.is_first_live_member(&leg.node)
                     && (!node_alive || now - since >= LEG_RELEASE_PATIENCE));
