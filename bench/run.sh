@@ -34,7 +34,8 @@ QUIET_WAIT=${QUIET_WAIT:-6}
 SIP_PORT=25060 HTTP_PORT=25080 UAS_PORT=25070 UAS_MEDIA=26000 UAC_PORT=25061 UAC_MEDIA=26100
 SIPP_COMMON=(-i 127.0.0.1 -buff_size 4194304 -nostdin -trace_err)
 WORK=${BENCH_RUNS:-${TMPDIR:-/tmp}/lingxi-bench}/$(date +%Y%m%d-%H%M%S)
-BIN=$ROOT/target/release/lingxi
+# LINGXI_BIN=<path> benchmarks that binary as it is (no build): for A/B runs of two builds.
+BIN=${LINGXI_BIN:-$ROOT/target/release/lingxi}
 API=http://127.0.0.1:$HTTP_PORT
 # A fresh admin API key per run: the node's config holds its SHA-256, curl sends the key.
 BENCH_KEY=$(python3 -c 'import secrets; print("lxk_" + secrets.token_urlsafe(32))')
@@ -58,6 +59,7 @@ cleanup() { stop_pid "$UAS_PID"; UAS_PID=0; stop_pid "$NODE_PID"; NODE_PID=0; }
 trap cleanup EXIT
 
 build() {
+  if [ -n "${LINGXI_BIN:-}" ]; then echo "bench: using $BIN as it is" >&2; return; fi
   echo "bench: cargo build --release -p lingxi-node" >&2
   (cd "$ROOT" && cargo build --release -p lingxi-node >&2)
 }
