@@ -173,15 +173,7 @@ fn waiting_calls_are_ordered_by_priority_then_arrival() {
 
 #[test]
 fn an_agent_cannot_be_offered_two_calls() {
-    let mut sm = StateMachine::new();
-    run(
-        &mut sm,
-        vec![
-            queue("support", "support"),
-            agent("1001", 5),
-            register("1001", 1),
-        ],
-    );
+    let mut sm = one_agent();
     run(
         &mut sm,
         vec![
@@ -233,15 +225,7 @@ fn an_agent_cannot_be_offered_two_calls() {
 
 #[test]
 fn a_failed_offer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
-    let mut sm = StateMachine::new();
-    run(
-        &mut sm,
-        vec![
-            queue("support", "support"),
-            agent("1001", 5),
-            register("1001", 1),
-        ],
-    );
+    let mut sm = one_agent();
     run(
         &mut sm,
         vec![
@@ -295,15 +279,7 @@ fn a_failed_offer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
 
 #[test]
 fn answered_call_ends_with_one_cdr_and_agent_in_wrap_up() {
-    let mut sm = StateMachine::new();
-    run(
-        &mut sm,
-        vec![
-            queue("support", "support"),
-            agent("1001", 5),
-            register("1001", 1),
-        ],
-    );
+    let mut sm = one_agent();
     run(&mut sm, vec![arrive("a", 1_000), enqueue("a", 5, 1_000)]);
     run(
         &mut sm,
