@@ -232,17 +232,49 @@ async fn unknown_number_is_404() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrap_up_holds_the_next_call_back() -> anyhow::Result<()> {
-    // With a long wrap-up the agent is not offered a second call until it ends.
+/// A single node with `wrapup_secs` of wrap-up, and alice talking to agent 1001 through it.
+struct Talking {
+    node: TestNode,
+    agent: TestUa,
+    rtp_agent: Rtp,
+    caller: TestUa,
+    _rtp_caller: Rtp,
+    a: Dialog,
+    b: Dialog,
+}
+
+async fn talking(wrapup_secs: u64) -> anyhow::Result<Talking> {
     let mut config = lingxi_tests::standard_config();
-    config.acd.wrapup_secs = 3;
+    config.acd.wrapup_secs = wrapup_secs;
     let node = TestNode::start(config).await?;
     let mut agent = node.agent_ua("1001").await?;
     let (rtp_caller, rtp_agent) = (Rtp::bind().await?, Rtp::bind().await?);
     let mut caller = TestUa::new("alice", "", node.sip).await?;
-    let mut a = caller.call("support", &rtp_caller).await?;
+    let a = caller.call("support", &rtp_caller).await?;
     let b = agent.accept(&rtp_agent, WAIT).await?;
+    Ok(Talking {
+        node,
+        agent,
+        rtp_agent,
+        caller,
+        _rtp_caller: rtp_caller,
+        a,
+        b,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_up_holds_the_next_call_back() -> anyhow::Result<()> {
+    // With a long wrap-up the agent is not offered a second call until it ends.
+    let Talking {
+        node,
+        mut agent,
+        rtp_agent,
+        mut caller,
+        mut a,
+        b,
+        ..
+    } = talking(3).await?;
     caller.bye(&mut a).await?;
     agent.wait_bye(&b, WAIT).await?;
     node.wait_agent_state("1001", "wrap_up", WAIT).await?;
@@ -272,14 +304,15 @@ async fn the_agent_is_offered_nothing_while_its_phone_still_holds_the_last_call(
     // The caller hangs up; the BYE to the agent's phone is not answered yet. The record says
     // the call is over (CDR written, no wrap-up: ready), but the phone still holds it: no
     // call may be offered to the agent until its BYE is over.
-    let mut config = lingxi_tests::standard_config();
-    config.acd.wrapup_secs = 0;
-    let node = TestNode::start(config).await?;
-    let mut agent = node.agent_ua("1001").await?;
-    let (rtp_caller, rtp_agent) = (Rtp::bind().await?, Rtp::bind().await?);
-    let mut caller = TestUa::new("alice", "", node.sip).await?;
-    let mut a = caller.call("support", &rtp_caller).await?;
-    let b = agent.accept(&rtp_agent, WAIT).await?;
+    let Talking {
+        node,
+        mut agent,
+        rtp_agent,
+        mut caller,
+        mut a,
+        b,
+        ..
+    } = talking(0).await?;
     caller.bye(&mut a).await?;
     let cid = b.call_id.clone();
     let bye = agent
