@@ -6,7 +6,7 @@
 //! rings the target agent. A transfer the state refuses (target agent not ready, unknown
 //! queue) is answered with an error and the call carries on with the agent.
 
-use super::{CallMsg, CallState, Phase, offer, queue_music, send_in_dialog, send_in_dialog_with};
+use super::{CallMsg, CallState, Phase, offer, queue_music, send_in_dialog_with};
 use crate::sip::message::response_for;
 use crate::sip::transaction::ServerTransaction;
 use crate::switch::now_ms;
@@ -106,8 +106,11 @@ pub(super) async fn refer(
     // The agent's leg: the transfer worked (NOTIFY), then it is over (BYE).
     if let Some(mut b) = st.b.take() {
         notify_done(st, &mut b);
-        send_in_dialog(&st.sw, &mut b, Method::Bye);
         st.sw.calls.remove(&b.call_id);
+        // The record frees the agent for calls once this BYE is over.
+        let (sw, call_id) = (st.sw.clone(), st.call_id.clone());
+        let from = agent.clone();
+        tokio::spawn(async move { super::release_agent_leg(&sw, from, call_id, b).await });
     }
     st.agent = None;
     st.held[1] = false;

@@ -2,7 +2,7 @@
 
 use super::{StateMachine, call_mut, set_state, wait_key};
 use crate::error::ClusterError;
-use crate::model::{AgentState, CallPhase, Millis, Transfer, TransferTarget};
+use crate::model::{AgentState, CallPhase, LegToRelease, Millis, Transfer, TransferTarget};
 use crate::state::Event;
 
 impl StateMachine {
@@ -51,10 +51,19 @@ impl StateMachine {
             }
         }
         let mut events = Vec::new();
+        // Its leg stays the transferring agent's until the BYE to it is over, as after an end.
+        let leg = self.calls.get(call_id).and_then(|c| {
+            c.b_leg.clone().map(|dialog| LegToRelease {
+                call_id: call_id.to_string(),
+                node: c.owner.clone(),
+                dialog,
+            })
+        });
         // The transferring agent leaves the call: wrap-up (it talked), or ready.
         if let Some(agent) = self.agents.get_mut(from_agent)
             && agent.call_id.as_deref() == Some(call_id)
         {
+            agent.leg_to_release = leg;
             if wrapup_secs > 0 {
                 set_state(agent, AgentState::WrapUp, None, at_ms);
                 events.push(Event::AgentWrapUp {

@@ -68,7 +68,22 @@ fn transfer_to_a_queue_waits_in_arrival_order_and_the_agent_wraps_up() {
     assert_eq!(call.queue.as_deref(), Some("cards"));
     assert_eq!(call.agent, None);
     assert_eq!(call.b_leg, None);
-    assert_eq!(sm.agent_by_id("1001").unwrap().state, AgentState::WrapUp);
+    let from = sm.agent_by_id("1001").unwrap();
+    assert_eq!(from.state, AgentState::WrapUp);
+    // Its leg is the agent's until the BYE to it is over, as after a call's end.
+    let leg = from
+        .leg_to_release
+        .as_ref()
+        .expect("the transferring agent's leg");
+    assert_eq!(leg.call_id, "c1");
+    run(
+        &mut sm,
+        vec![Command::AgentLegReleased {
+            id: "1001".into(),
+            call_id: "c1".into(),
+        }],
+    );
+    assert!(sm.agent_by_id("1001").unwrap().leg_to_release.is_none());
     let waiting: Vec<&str> = sm.waiting("cards").map(|c| c.call_id.as_str()).collect();
     assert_eq!(waiting, ["c1"]);
     // A call that arrived later waits behind it even in the same queue.
