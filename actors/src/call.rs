@@ -11,7 +11,7 @@ use crate::sip::sdp::{self, AudioOffer, Direction};
 use crate::sip::transaction::{ClientEvent, ClientTransaction, Incoming, Peer, ServerTransaction};
 use crate::switch::{ALLOW, Switch, from_user, now_ms};
 use lingxi_cluster::model::{CallLeg, CallPhase, CallRecord, Overflow, QueueSpec, Registration};
-use lingxi_cluster::{Command, DialogState, legs_to_hang_up};
+use lingxi_cluster::{Command, DialogState, end_hangs_up};
 use lingxi_media::{CallMedia, Codec, Leg, MediaEvent, PcmClip, Prompt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rsip::prelude::*;
@@ -1107,11 +1107,7 @@ async fn in_dialog_request(
             let resp = if hang_up(myself, st, &outcome, by).await {
                 response_for(&request, 200, None, None)
             } else {
-                let why = Some("Cut off from the cluster majority; retry");
-                let mut r = response_for(&request, 503, why, None);
-                r.headers
-                    .push(Header::RetryAfter(rsip::headers::RetryAfter::new("1")));
-                r
+                message::retry_later(&request, "Cut off from the cluster majority; retry", 1)
             };
             let _ = tx.respond(resp);
         }
@@ -1399,7 +1395,7 @@ async fn bye_if_ended_after_all(
 }
 
 /// Sends BYE to the legs of ended call `call_id` that its end still hangs up
-/// ([`legs_to_hang_up`]): the caller's `a` as it is, the agent's `b` (with its agent id)
+/// ([`end_hangs_up`]): the caller's `a` as it is, the agent's `b` (with its agent id)
 /// through [`release_agent_leg`], which frees the agent on the record once the BYE is over.
 fn hang_up_legs(
     sw: &Arc<Switch>,
@@ -1408,21 +1404,21 @@ fn hang_up_legs(
     a: Option<&mut DialogState>,
     b: Option<(&mut DialogState, &str)>,
 ) {
-    let (b_leg, agent) = b.unzip();
-    let b_id = b_leg.as_ref().map(|d| d.call_id.clone());
-    for d in legs_to_hang_up(ended_by, a, b_leg) {
-        match (&b_id, agent) {
-            (Some(id), Some(agent)) if *id == d.call_id => {
-                let (sw, agent, call_id, d) = (
-                    sw.clone(),
-                    agent.to_string(),
-                    call_id.to_string(),
-                    d.clone(),
-                );
-                tokio::spawn(async move { release_agent_leg(&sw, agent, call_id, d).await });
-            }
-            _ => send_in_dialog(sw, d, Method::Bye),
-        }
+    if let Some(a) = a
+        && end_hangs_up(ended_by, CallLeg::A)
+    {
+        send_in_dialog(sw, a, Method::Bye);
+    }
+    if let Some((b, agent)) = b
+        && end_hangs_up(ended_by, CallLeg::B)
+    {
+        let (sw, agent, call_id, b) = (
+            sw.clone(),
+            agent.to_string(),
+            call_id.to_string(),
+            b.clone(),
+        );
+        tokio::spawn(async move { release_agent_leg(&sw, agent, call_id, b).await });
     }
 }
 

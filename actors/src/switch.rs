@@ -717,10 +717,7 @@ impl Switch {
                 if max > 0 && self.live_calls() >= max {
                     metrics::counter!("lingxi_calls_refused_total", "reason" => "overload")
                         .increment(1);
-                    let mut r = response_for(&request, 503, Some("Switch at capacity"), None);
-                    r.headers
-                        .push(Header::RetryAfter(rsip::headers::RetryAfter::new("5")));
-                    let _ = tx.respond(r);
+                    let _ = tx.respond(message::retry_later(&request, "Switch at capacity", 5));
                     return;
                 }
                 if let Some(target) = *self.redirect_to.lock() {
@@ -768,11 +765,7 @@ impl Switch {
                             .any(|c| c.b_leg.as_ref().is_some_and(|b| b.call_id == call_id))
                 });
                 let resp = if live {
-                    let why = Some("Call being resumed on another node; retry");
-                    let mut r = response_for(&request, 503, why, None);
-                    r.headers
-                        .push(Header::RetryAfter(rsip::headers::RetryAfter::new("1")));
-                    r
+                    message::retry_later(&request, "Call being resumed on another node; retry", 1)
                 } else {
                     response_for(&request, 481, None, None)
                 };

@@ -72,16 +72,27 @@ pub struct DialogState {
     pub sdp_version: u64,
 }
 
-/// The legs a call's end still has to send BYE to: both but the one whose party hung up
-/// (`ended_by` "caller" spares the caller's leg `a`, "agent" the agent's leg `b`). One rule
-/// for the owner hanging up and for the survivors finishing a dead owner's hang-up.
+/// Whether a call's end still sends BYE to `leg`: every leg but the one whose party hung up
+/// (`ended_by` "caller" spares the caller's leg A, "agent" the agent's leg B). One rule for
+/// the owner hanging up, the record holding the agent's leg until it is down, and the
+/// survivors finishing a dead owner's hang-up.
+pub fn end_hangs_up(ended_by: &str, leg: crate::model::CallLeg) -> bool {
+    use crate::model::CallLeg;
+    match leg {
+        CallLeg::A => ended_by != "caller",
+        CallLeg::B => ended_by != "agent",
+    }
+}
+
+/// The legs among `a` (the caller's) and `b` (the agent's) that a call's end still sends BYE
+/// to ([`end_hangs_up`]).
 pub fn legs_to_hang_up<T>(ended_by: &str, a: Option<T>, b: Option<T>) -> Vec<T> {
+    use crate::model::CallLeg;
     [
-        (ended_by != "caller").then_some(a),
-        (ended_by != "agent").then_some(b),
+        a.filter(|_| end_hangs_up(ended_by, CallLeg::A)),
+        b.filter(|_| end_hangs_up(ended_by, CallLeg::B)),
     ]
     .into_iter()
-    .flatten()
     .flatten()
     .collect()
 }

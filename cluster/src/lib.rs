@@ -29,7 +29,7 @@ mod state;
 mod store;
 
 pub use command::Command;
-pub use dialog::{DialogRole, DialogState, SipTransport, legs_to_hang_up};
+pub use dialog::{DialogRole, DialogState, SipTransport, end_hangs_up, legs_to_hang_up};
 pub use error::ClusterError;
 pub use handle::Log;
 pub use log::{Applied, ReplicatedLog};

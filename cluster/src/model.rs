@@ -112,6 +112,18 @@ pub struct LegToRelease {
     pub dialog: crate::DialogState,
 }
 
+impl LegToRelease {
+    /// The agent's leg of `call` (if it has one), for the agent to hold once it leaves the
+    /// call.
+    pub fn of(call: &CallRecord) -> Option<LegToRelease> {
+        Some(LegToRelease {
+            call_id: call.call_id.clone(),
+            node: call.owner.clone(),
+            dialog: call.b_leg.clone()?,
+        })
+    }
+}
+
 impl Agent {
     /// Whether a call may be offered to the agent now: ready, and no earlier leg still up.
     pub fn may_be_offered(&self) -> bool {

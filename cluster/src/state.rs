@@ -1,8 +1,8 @@
 //! The deterministic state machine: `apply(index, command)` with no I/O, clock or randomness.
 
 use crate::command::Command;
+use crate::end_hangs_up;
 use crate::error::ClusterError;
-use crate::legs_to_hang_up;
 use crate::model::{
     Agent, AgentState, Article, CallLeg, CallPhase, CallRecord, Cdr, Disposition, LegToRelease,
     Member, Millis, QueueSpec, Role, Session, User,
@@ -731,14 +731,10 @@ impl StateMachine {
                 {
                     // Its leg stays the agent's until the BYE to it is confirmed: no call is
                     // offered to a phone still holding this one.
-                    if let Some(b) = call.b_leg.as_ref()
-                        && legs_to_hang_up(ended_by, None, Some(b)).len() == 1
+                    if end_hangs_up(ended_by, CallLeg::B)
+                        && let Some(leg) = LegToRelease::of(&call)
                     {
-                        agent.leg_to_release = Some(LegToRelease {
-                            call_id: call_id.clone(),
-                            node: call.owner.clone(),
-                            dialog: b.clone(),
-                        });
+                        agent.leg_to_release = Some(leg);
                     }
                     // The agent talked if its leg was up (a transferred call may ring out).
                     let talked = call.b_leg.is_some();

@@ -657,6 +657,17 @@ pub fn response_for(
     }
 }
 
+/// A 503 to `req` with `reason` and `Retry-After: <secs>`: the request may succeed if sent
+/// again then (a node at capacity, or cut off from the cluster while the call moves).
+pub fn retry_later(req: &rsip::Request, reason: &str, secs: u32) -> rsip::Response {
+    let mut r = response_for(req, 503, Some(reason), None);
+    r.headers
+        .push(Header::RetryAfter(rsip::headers::RetryAfter::new(
+            secs.to_string(),
+        )));
+    r
+}
+
 /// Removes line breaks so caller-supplied text cannot inject headers.
 fn sanitize_line(s: &str) -> String {
     s.chars()

@@ -52,13 +52,7 @@ impl StateMachine {
         }
         let mut events = Vec::new();
         // Its leg stays the transferring agent's until the BYE to it is over, as after an end.
-        let leg = self.calls.get(call_id).and_then(|c| {
-            c.b_leg.clone().map(|dialog| LegToRelease {
-                call_id: call_id.to_string(),
-                node: c.owner.clone(),
-                dialog,
-            })
-        });
+        let leg = self.calls.get(call_id).and_then(LegToRelease::of);
         // The transferring agent leaves the call: wrap-up (it talked), or ready.
         if let Some(agent) = self.agents.get_mut(from_agent)
             && agent.call_id.as_deref() == Some(call_id)
