@@ -861,7 +861,9 @@ async fn release_forgotten_agent_legs(sw: Arc<Switch>) {
                 .values()
                 .filter_map(|a| {
                     let leg = a.leg_to_release.clone()?;
-                    let node_alive = sm.members().get(&leg.node).is_some_and(|m| m.alive);
+                    // This node is alive, members or not (a single node has none).
+                    let node_alive = leg.node == sw.node_id
+                        || sm.members().get(&leg.node).is_some_and(|m| m.alive);
                     Some((a.id.clone(), leg, node_alive))
                 })
                 .collect()
@@ -872,7 +874,9 @@ async fn release_forgotten_agent_legs(sw: Arc<Switch>) {
                 .iter()
                 .any(|(a, l, _)| (a, &l.call_id) == (&k.0, &k.1))
         });
-        if sw.is_fenced() || sw.is_shutting_down() {
+        // Not before the SIP endpoint is up (a BYE could not leave, and the release would
+        // free an agent whose phone still holds the call).
+        if sw.is_fenced() || sw.is_shutting_down() || sw.endpoint().is_none() {
             continue;
         }
         for (agent, leg, node_alive) in pending {
